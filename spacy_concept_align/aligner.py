@@ -1,0 +1,110 @@
+"""The aligner: maps a language's word (or relation) vectors onto the shared prototypes of one concept inventory.
+
+Phi is shared by all languages; a language may add a small linear adaptor (identity at birth) on top. Prototypes are
+the source languages' class means, carried into the concept space by a learned linear prototype map.
+"""
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .concepts import class_means, distance_logits
+
+
+class TokenDropout(nn.Module):
+    """Drops whole token vectors (rows), as the original code's SharedDropout does on flattened inputs."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.bernoulli(torch.full((x.shape[0], 1), 1 - self.p, device=x.device))
+        return x * keep / (1 - self.p)
+
+
+class Phi(nn.Module):
+    """The shared aligner body: Linear -> LeakyReLU(0.2) -> dropout -> Linear (Xavier-normal, zero bias)."""
+
+    def __init__(self, width: int, hidden: int, dim: int, dropout: float = 0.33, token_dropout: bool = False):
+        super().__init__()
+        self.inner, self.outer = nn.Linear(width, hidden), nn.Linear(hidden, dim)
+        self.dropout = TokenDropout(dropout) if token_dropout else nn.Dropout(dropout)
+        for layer in (self.inner, self.outer):
+            nn.init.xavier_normal_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.outer(self.dropout(nn.functional.leaky_relu(self.inner(x), 0.2)))
+
+
+def identity_adaptor(dim: int) -> nn.Linear:
+    """A language adaptor that starts as the identity, so a new language begins at the zero-shot solution."""
+    adaptor = nn.Linear(dim, dim)
+    with torch.no_grad():
+        adaptor.weight.copy_(torch.eye(dim))
+        adaptor.bias.zero_()
+    return adaptor
+
+
+class ConceptAligner(nn.Module):
+    """Phi + prototype map + per-language adaptors for one inventory (17 UPOS, or 37 relations).
+
+    width (int): encoder vector size. hidden, dim (int): Phi's hidden and output (concept space) sizes.
+    n_classes (int): size of the inventory. dropout (float), token_dropout (bool): see Phi.
+    """
+
+    def __init__(self, width: int, hidden: int, dim: int, n_classes: int, dropout: float = 0.33,
+                 token_dropout: bool = False):
+        super().__init__()
+        self.dim = dim
+        self.phi = Phi(width, hidden, dim, dropout, token_dropout)
+        self.prototype_map = nn.Linear(width, dim, bias=False)
+        nn.init.xavier_normal_(self.prototype_map.weight)
+        self.adaptors = nn.ModuleDict()
+        self.register_buffer("source_means", torch.zeros(n_classes, width))
+        self.register_buffer("valid", torch.zeros(n_classes, dtype=torch.bool))
+
+    @property
+    def languages(self):
+        return sorted(self.adaptors.keys())
+
+    def set_prototypes(self, vectors: torch.Tensor, labels: torch.Tensor, min_count: int = 1) -> None:
+        """Source prototypes = class means of (source-language) vectors; rarer classes are never predicted."""
+        means, valid = class_means(vectors.float(), labels.long(), len(self.valid), min_count)
+        self.source_means.copy_(means)
+        self.valid.copy_(valid)
+
+    def prototypes(self) -> torch.Tensor:
+        """The source prototypes in the concept space (n_classes x dim)."""
+        return self.prototype_map(self.source_means)
+
+    def add_language(self, lang: str) -> nn.Linear:
+        """The adaptor of `lang`, created as the identity if it does not exist yet."""
+        if lang not in self.adaptors:
+            self.adaptors[lang] = identity_adaptor(self.dim).to(self.source_means.device)
+        return self.adaptors[lang]
+
+    def embed(self, x: torch.Tensor, lang: Optional[str] = None) -> torch.Tensor:
+        """Concept-space coordinates of vectors; through `lang`'s adaptor when it has one."""
+        z = self.phi(x)
+        return self.adaptors[lang](z) if lang in self.adaptors else z
+
+    def logits(self, x: torch.Tensor, lang: Optional[str] = None, prototypes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Class scores -||A_lang Phi(x) - P_c||^2 (P = the source prototypes unless given)."""
+        protos = self.prototypes() if prototypes is None else prototypes
+        return distance_logits(self.embed(x, lang), protos, self.valid)
+
+    def support_prototypes(self, z: torch.Tensor, labels: torch.Tensor, shrink: float) -> torch.Tensor:
+        """Prototypes re-estimated from a labelled support set (prototypical networks), shrunk towards the source.
+
+        P'_c = (n_c * mean_c(z) + shrink * P_c) / (n_c + shrink); a class absent from the support keeps P_c.
+        """
+        n_classes = len(self.valid)
+        keep = labels >= 0
+        sums = torch.zeros((n_classes, z.shape[-1]), dtype=z.dtype, device=z.device).index_add_(0, labels[keep], z[keep])
+        counts = torch.bincount(labels[keep], minlength=n_classes).to(z.dtype).unsqueeze(1)
+        source = self.prototypes()
+        return torch.where(counts > 0, (sums + shrink * source) / (counts + shrink).clamp(min=1e-6), source)

@@ -1,0 +1,326 @@
+"""Universal Dependencies in and out: CoNLL-U <-> spaCy Docs, the data directory and its MANIFEST.
+
+Reading keeps what the concept space needs (syntactic words, spaces, UPOS, heads, universal relations, sentence
+boundaries) and checks what would silently corrupt a tree (column count, heads, cycles), naming file and line.
+"""
+import csv
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Union
+
+import conllu
+from spacy.language import Language
+from spacy.tokens import Doc
+from spacy.training import Example
+from spacy.util import registry
+from spacy.vocab import Vocab
+
+from .labels import DEPREL_ID, UPOS_ID, to_spacy_dep, universal_deprel
+from .paths import ud_dir
+
+#: Doc extension holding the ISO code of the doc's language ("wo", "cy", ...); None = unknown.
+LANG_ATTR = "concept_lang"
+
+
+def ensure_extensions() -> None:
+    """Register the Doc attribute that names a doc's language (idempotent, like spacy-transformers')."""
+    if not Doc.has_extension(LANG_ATTR):
+        Doc.set_extension(LANG_ATTR, default=None)
+
+
+class CoNLLUError(ValueError):
+    """Malformed CoNLL-U, with the file and line where it was found."""
+
+    def __init__(self, path: Union[str, Path], line: int, message: str):
+        super().__init__(f"{path}:{line}: {message}")
+        self.path, self.line = str(path), line
+
+
+@dataclass
+class UDSentence:
+    """One sentence as syntactic words (multiword tokens expanded, empty nodes dropped)."""
+
+    words: List[str]
+    spaces: List[bool]
+    upos: List[str]
+    heads: List[int]  # CoNLL-U convention: 0 = root, k = word k (1-based)
+    deprels: List[str]  # universal relations, subtypes stripped
+    tokens: conllu.TokenList = field(repr=False)  # the original lines, for writing back the same tokenization
+    line: int = 0  # line of the sentence's first line in its file
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+
+@dataclass(frozen=True)
+class TreebankFile:
+    """One split file of one treebank, as listed in MANIFEST.tsv."""
+
+    path: Path
+    lang: str
+    treebank: str
+    split: str
+    sentences: int
+    words: int
+    group: str = ""
+
+
+def treebank_codes(path: Union[str, Path]) -> tuple:
+    """(language, treebank) from a UD file name: "wo_wtb-ud-test.conllu" -> ("wo", "wo_wtb")."""
+    treebank = Path(path).name.split("-")[0]
+    return treebank.split("_")[0], treebank
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading
+
+def read_conllu(path: Union[str, Path]) -> List[UDSentence]:
+    """Read and check a CoNLL-U file. Raises CoNLLUError naming the file and line of the first problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CoNLLUError(path, 0, f"cannot read file ({err})") from err
+    return [_parse_block(path, start, lines) for start, lines in _blocks(text)]
+
+
+def _blocks(text: str) -> Iterator[tuple]:
+    """Sentence blocks as (first line number, lines), split on blank lines."""
+    start, lines = 0, []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            if not lines:
+                start = number
+            lines.append(line)
+        elif lines:
+            yield start, lines
+            lines = []
+    if lines:
+        yield start, lines
+
+
+def _parse_block(path: Path, start: int, lines: List[str]) -> UDSentence:
+    word_lines: List[int] = []
+    for offset, line in enumerate(lines):
+        if line.startswith("#"):
+            continue
+        columns = line.split("\t")
+        if len(columns) != 10:
+            raise CoNLLUError(path, start + offset, f"expected 10 tab-separated columns, found {len(columns)}")
+        token_id = columns[0]
+        if "-" in token_id or "." in token_id:
+            continue
+        if not token_id.isdigit():
+            raise CoNLLUError(path, start + offset, f"invalid ID {token_id!r}")
+        if not columns[6].isdigit():
+            raise CoNLLUError(path, start + offset, f"HEAD must be a non-negative integer, found {columns[6]!r}")
+        word_lines.append(start + offset)
+    if not word_lines:
+        raise CoNLLUError(path, start, "sentence has no word lines")
+    try:
+        tokens = conllu.parse_token_and_metadata("\n".join(lines) + "\n")
+    except conllu.exceptions.ParseException as err:
+        raise CoNLLUError(path, start, str(err)) from err
+    return _sentence(path, start, tokens, word_lines)
+
+
+def _sentence(path: Path, start: int, tokens: conllu.TokenList, word_lines: List[int]) -> UDSentence:
+    words, spaces, upos, heads, deprels = [], [], [], [], []
+    mwt_end, mwt_space = 0, True
+    for token in tokens:
+        token_id = token["id"]
+        if isinstance(token_id, tuple):
+            if token_id[1] == "-":  # multiword token: its words follow; SpaceAfter belongs to the range
+                mwt_end, mwt_space = token_id[2], _space_after(token)
+            continue  # empty nodes ("8.1") are not part of the basic tree
+        if token_id != len(words) + 1:
+            raise CoNLLUError(path, word_lines[len(words)], f"word IDs must run 1, 2, ...; found {token_id}")
+        words.append(token["form"])
+        if token_id < mwt_end:
+            spaces.append(False)
+        else:
+            spaces.append(mwt_space if token_id == mwt_end else _space_after(token))
+        upos.append(token["upos"] if token["upos"] in UPOS_ID else "X")
+        heads.append(token["head"])
+        deprels.append(universal_deprel(token["deprel"] or "dep"))
+    n = len(words)
+    for i, head in enumerate(heads):
+        if head > n:
+            raise CoNLLUError(path, word_lines[i], f"HEAD {head} is out of range (the sentence has {n} words)")
+        if head == i + 1:
+            raise CoNLLUError(path, word_lines[i], f"word {i + 1} is its own head")
+    _check_acyclic(path, heads, word_lines)
+    deprels = [rel if rel in DEPREL_ID else "dep" for rel in deprels]
+    return UDSentence(words, spaces, upos, heads, deprels, tokens, start)
+
+
+def _space_after(token: conllu.Token) -> bool:
+    misc = token.get("misc") or {}
+    return misc.get("SpaceAfter") != "No"
+
+
+def _check_acyclic(path: Path, heads: Sequence[int], word_lines: List[int]) -> None:
+    state = [0] * (len(heads) + 1)  # 0 = unseen, 1 = on the current path, 2 = reaches the root
+    state[0] = 2
+    for word in range(1, len(heads) + 1):
+        trail = []
+        node = word
+        while state[node] == 0:
+            state[node] = 1
+            trail.append(node)
+            node = heads[node - 1]
+        if state[node] == 1:
+            raise CoNLLUError(path, word_lines[node - 1], f"the heads form a cycle through word {node}")
+        for visited in trail:
+            state[visited] = 2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Docs
+
+def sentences_to_doc(vocab: Vocab, sentences: Sequence[UDSentence], lang: Optional[str] = None) -> Doc:
+    """One Doc holding several sentences, with gold UPOS, heads and (spaCy-style) relations."""
+    ensure_extensions()
+    words, spaces, pos, heads, deps = [], [], [], [], []
+    for sentence in sentences:
+        offset = len(words)
+        words += sentence.words
+        spaces += sentence.spaces
+        pos += sentence.upos
+        heads += [offset + (h - 1 if h else i) for i, h in enumerate(sentence.heads)]
+        deps += [to_spacy_dep(rel) for rel in sentence.deprels]
+    doc = Doc(vocab, words=words, spaces=spaces, pos=pos, heads=heads, deps=deps)
+    doc._.set(LANG_ATTR, lang)
+    return doc
+
+
+def read_docs(path: Union[str, Path], vocab: Vocab, n_sents: int = 1, limit: int = 0) -> List[Doc]:
+    """Gold Docs from a CoNLL-U file, `n_sents` sentences per Doc, the language taken from the file name."""
+    lang, _ = treebank_codes(path)
+    sentences = read_conllu(path)
+    if limit:
+        sentences = sentences[:limit]
+    return [sentences_to_doc(vocab, sentences[i : i + n_sents], lang) for i in range(0, len(sentences), n_sents)]
+
+
+def unannotated(doc: Doc) -> Doc:
+    """The same words, spaces and sentences with no annotation: a pipeline's input under gold tokenization."""
+    ensure_extensions()
+    starts = [bool(t.is_sent_start) for t in doc] if doc.has_annotation("DEP") or doc.has_annotation("SENT_START") else None
+    bare = Doc(doc.vocab, words=[t.text for t in doc], spaces=[bool(t.whitespace_) for t in doc], sent_starts=starts)
+    bare._.set(LANG_ATTR, doc._.get(LANG_ATTR))
+    return bare
+
+
+@registry.readers("spacy-concept-align.UDCorpus.v1")
+def create_ud_corpus_reader(path: Path, n_sents: int = 10, limit: int = 0) -> Callable[[Language], Iterator[Example]]:
+    """A spaCy corpus reader for a CoNLL-U file, or every *.conllu below a directory.
+
+    path (Path): the file or directory.
+    n_sents (int): sentences per Doc.
+    limit (int): at most this many sentences per file (0 = all).
+    RETURNS (Callable[[Language], Iterator[Example]]): the reader spaCy's [corpora] block expects.
+    """
+    files = sorted(Path(path).rglob("*.conllu")) if Path(path).is_dir() else [Path(path)]
+    if not files:
+        raise FileNotFoundError(f"No .conllu files at {path}")
+
+    def read(nlp: Language) -> Iterator[Example]:
+        for file in files:
+            for gold in read_docs(file, nlp.vocab, n_sents=n_sents, limit=limit):
+                yield Example(unannotated(gold), gold)
+
+    return read
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing
+
+def doc_to_sentences(doc: Doc, originals: Optional[Sequence[UDSentence]] = None) -> List[conllu.TokenList]:
+    """CoNLL-U sentences for a Doc's predictions.
+
+    With `originals` (the sentences the Doc was read from), their lines are kept and only UPOS, HEAD and DEPREL
+    are replaced, so the file's own tokenization (multiword tokens, comments, features) survives.
+    """
+    result = []
+    if originals is None:
+        for sent in _sentences(doc):
+            tokens = conllu.TokenList([], metadata={"text": sent.text})
+            for i, token in enumerate(sent, start=1):
+                misc = None if token.whitespace_ or token.i == len(doc) - 1 else {"SpaceAfter": "No"}
+                tokens.append(conllu.Token(id=i, form=token.text, lemma="_", upos="_", xpos="_", feats=None,
+                                           head=None, deprel="_", deps=None, misc=misc))
+            _annotate(tokens, sent)
+            result.append(tokens)
+        return result
+    offset = 0
+    for original in originals:
+        span = doc[offset : offset + len(original)]
+        offset += len(original)
+        result.append(_annotate(original.tokens.copy(), span))
+    if offset != len(doc):
+        raise ValueError(f"The Doc has {len(doc)} tokens but its original sentences have {offset} words")
+    return result
+
+
+def _sentences(doc: Doc):
+    return list(doc.sents) if doc.has_annotation("SENT_START") or doc.has_annotation("DEP") else [doc[:]]
+
+
+def _annotate(tokens: conllu.TokenList, span) -> conllu.TokenList:
+    words = [t for t in tokens if isinstance(t["id"], int)]
+    has_dep = span.doc.has_annotation("DEP")
+    for token, word in zip(span, words):
+        word["upos"] = token.pos_ or "_"
+        if has_dep:
+            word["head"] = 0 if token.head.i == token.i else token.head.i - span.start + 1
+            word["deprel"] = universal_deprel(token.dep_) if token.dep_ else "dep"
+        word["deps"] = None
+    return tokens
+
+
+def write_conllu(
+    docs: Iterable[Doc], path: Union[str, Path], originals: Optional[Sequence[Sequence[UDSentence]]] = None
+) -> None:
+    """Write Docs as CoNLL-U, atomically: a failure leaves no half-written file behind."""
+    path = Path(path)
+    chunks = []
+    for i, doc in enumerate(docs):
+        chunks += [s.serialize() for s in doc_to_sentences(doc, originals[i] if originals else None)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write("".join(chunks))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The data directory
+
+def list_treebanks(data_dir: Optional[Path] = None, split: Optional[str] = None) -> List[TreebankFile]:
+    """The files present in a UD data directory, from its MANIFEST.tsv (rows whose file is missing are skipped)."""
+    root = ud_dir(data_dir)
+    result = []
+    with open(root / "MANIFEST.tsv", encoding="utf-8") as manifest:
+        for row in csv.DictReader(manifest, delimiter="\t"):
+            if row["file"] == "-" or (split and row["split"] != split):
+                continue
+            path = root / row["repo"] / row["file"]
+            if path.exists():
+                result.append(TreebankFile(path, row["lang_code"], row["treebank_code"], row["split"],
+                                           int(row["sentences"]), int(row["words"]), row.get("group", "")))
+    return result
+
+
+def find_treebank(code: str, split: str, data_dir: Optional[Path] = None) -> TreebankFile:
+    """One split of a treebank by its code ("wo_wtb") or by language code ("wo": the largest treebank)."""
+    matches = [tb for tb in list_treebanks(data_dir, split) if code in (tb.treebank, tb.lang)]
+    if not matches:
+        raise KeyError(f"No {split} split for {code!r} in {ud_dir(data_dir)}")
+    return max(matches, key=lambda tb: (tb.treebank == code, tb.words))

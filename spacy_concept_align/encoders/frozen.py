@@ -1,0 +1,221 @@
+"""One vector per word from a frozen transformer's layer k: the only place that runs the encoder.
+
+Any Hugging Face encoder or decoder works (hub name, local directory, or the offline default). The model is
+truncated after layer k, so layers above it are never loaded or computed.
+"""
+import hashlib
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from spacy.util import registry
+
+logger = logging.getLogger(__name__)
+
+POOLINGS = ("first", "mean", "last")
+_BARE_SPACE = "▁Ġ "  # SentencePiece / byte-level BPE word-boundary markers
+
+#: What the encoder gives for one sentence: word vectors (n_words x width) and the sentence's root vector.
+SentenceVectors = Tuple[np.ndarray, np.ndarray]
+
+
+def resolve_model(name: str) -> str:
+    """A loadable path or hub name: the offline default is built on first use (then cached), dirs are kept."""
+    from .offline import OFFLINE_NAME, build_offline_encoder
+
+    if name == OFFLINE_NAME:
+        return str(build_offline_encoder())
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.is_dir() else name
+
+
+@lru_cache(maxsize=4)
+def _load(path: str, layer: int):
+    """Tokenizer + model truncated to `layer` layers (shared by every encoder with the same path and layer)."""
+    import transformers
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(path)
+    if getattr(config, "is_encoder_decoder", False):
+        raise ValueError(f"{path}: encoder-decoder models are not supported; use an encoder or a decoder-only model")
+    n_layers = config.num_hidden_layers
+    if not 0 <= layer <= n_layers:
+        raise ValueError(f"{path} has {n_layers} layers; layer must be in 0..{n_layers}, got {layer}")
+    config.num_hidden_layers = layer
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the unused weights of layers above k are expected
+    try:
+        model = AutoModel.from_pretrained(path, config=config, torch_dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        try:
+            tokenizer(["a"], is_split_into_words=True)
+        except Exception:  # byte-level BPE (GPT-2 style) needs a prefix space to take pre-split words
+            tokenizer = AutoTokenizer.from_pretrained(path, add_prefix_space=True)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    model.eval()
+    return tokenizer, model
+
+
+class FrozenEncoder:
+    """Turns sentences (lists of words) into word vectors at one hidden layer of a frozen model.
+
+    name (str): a hub name, a local model directory, or "offline:multilingual-e5-small".
+    layer (int): the hidden_states index to read (0 = embeddings); the model is cut after it.
+    pooling (str): "first" subword (the paper's; a bare "▁" first piece is skipped), "mean" or "last"
+        (the natural choice for decoder-only models, whose first piece has not seen the word).
+    batch_size (int): windows per forward pass (sorted by length).
+    max_length (int): window size in pieces; 0 = the model's own limit. Longer sentences are covered by
+        overlapping windows and each piece takes its vector from the window where it is most central.
+    """
+
+    def __init__(self, name: str, layer: int, pooling: str = "first", batch_size: int = 32, max_length: int = 0):
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.name, self.layer, self.pooling = name, layer, pooling
+        self.batch_size, self.max_length = batch_size, max_length
+
+    @property
+    def tokenizer(self):
+        return _load(resolve_model(self.name), self.layer)[0]
+
+    @property
+    def model(self):
+        return _load(resolve_model(self.name), self.layer)[1]
+
+    @property
+    def width(self) -> int:
+        """The vector size, read from the model's config (no weights are loaded for this)."""
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(resolve_model(self.name))
+        return getattr(config, "hidden_size", None) or config.n_embd
+
+    @property
+    def fingerprint(self) -> str:
+        """Identifies what this encoder computes, for cache keys: model files, layer and pooling."""
+        path = Path(resolve_model(self.name))
+        digest = hashlib.sha256(f"{self.name}|{self.layer}|{self.pooling}|v1".encode())
+        if path.is_dir():
+            for file in sorted(path.glob("*.json")) + sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
+                stat = file.stat()
+                digest.update(f"{file.name}:{stat.st_size}".encode())
+                if file.suffix == ".json":
+                    digest.update(file.read_bytes())
+        return digest.hexdigest()[:16]
+
+    def __call__(self, sentences: Sequence[Sequence[str]]) -> List[SentenceVectors]:
+        return self.encode(sentences)
+
+    def encode(self, sentences: Sequence[Sequence[str]]) -> List[SentenceVectors]:
+        """Word vectors (n x width, float32) and a root vector (the start token's state) per sentence."""
+        tokenizer, model = self.tokenizer, self.model
+        prefix, suffix = self._special_pieces()
+        window = self._window_size(len(prefix) + len(suffix))
+        pieces = [self._pieces(words) for words in sentences]
+        # Every (sentence, window start) becomes one model input; sort them by length for cheap padding.
+        jobs = [(s, start) for s, (ids, _) in enumerate(pieces) for start in _window_starts(len(ids), window)]
+        jobs.sort(key=lambda job: min(window, len(pieces[job[0]][0]) - job[1]))
+        states = {}
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        with torch.inference_mode():
+            for b in range(0, len(jobs), self.batch_size):
+                batch = jobs[b : b + self.batch_size]
+                inputs = [prefix + pieces[s][0][start : start + window] + suffix for s, start in batch]
+                width = max(map(len, inputs))
+                ids = torch.full((len(inputs), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(inputs), width), dtype=torch.long)
+                for row, seq in enumerate(inputs):
+                    ids[row, : len(seq)] = torch.tensor(seq)
+                    mask[row, : len(seq)] = 1
+                out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+                hidden = out.hidden_states[self.layer].float().numpy()
+                for row, (s, start) in enumerate(batch):
+                    states[s, start] = hidden[row, : len(inputs[row])]
+        return [
+            self._sentence_vectors(ids, words_of, states, s, window, len(prefix))
+            for s, (ids, words_of) in enumerate(pieces)
+        ]
+
+    # -- pieces ---------------------------------------------------------------------------------------------
+
+    def _special_pieces(self) -> Tuple[List[int], List[int]]:
+        """The special ids the tokenizer puts around a sequence ([CLS] ... [SEP], <s> ... </s>, or nothing)."""
+        enc = self.tokenizer(["a"], is_split_into_words=True, add_special_tokens=True)
+        ids, word_ids = enc["input_ids"], enc.word_ids()
+        first = word_ids.index(0)
+        last = len(word_ids) - 1 - word_ids[::-1].index(0)
+        return ids[:first], ids[last + 1 :]
+
+    def _window_size(self, n_special: int) -> int:
+        config = self.model.config
+        limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", 512)
+        if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+            limit -= 2  # position ids start after the padding index
+        if 0 < self.tokenizer.model_max_length < limit:
+            limit = self.tokenizer.model_max_length
+        if self.max_length:
+            limit = min(limit, self.max_length)
+        if limit - n_special < 2:
+            raise ValueError(f"max_length {limit} leaves no room for words beside {n_special} special tokens")
+        return limit - n_special
+
+    def _pieces(self, words: Sequence[str]) -> Tuple[List[int], List[List[int]]]:
+        """Piece ids of a sentence and, per word, the positions of the pieces that represent it."""
+        tokenizer = self.tokenizer
+        clean = [w if w.strip() else (tokenizer.unk_token or "_") for w in words]
+        enc = tokenizer(clean, is_split_into_words=True, add_special_tokens=False, verbose=False)
+        ids, word_ids = enc["input_ids"], enc.word_ids()
+        positions: List[List[int]] = [[] for _ in words]
+        for pos, w in enumerate(word_ids):
+            if w is not None:
+                positions[w].append(pos)
+        missing = [w for w, pos in enumerate(positions) if not pos]
+        if missing:  # a word the tokenizer drops entirely (e.g. a lone control character) still needs a vector
+            for w in missing:
+                clean[w] = tokenizer.unk_token or "_"
+            return self._pieces(clean)
+        tokens = tokenizer.convert_ids_to_tokens(ids)
+        chosen = []
+        for pos in positions:
+            informative = [p for p in pos if tokens[p].strip(_BARE_SPACE)] or pos
+            if self.pooling == "first":
+                chosen.append(informative[:1])
+            elif self.pooling == "last":
+                chosen.append(pos[-1:])
+            else:
+                chosen.append(informative)
+        return ids, chosen
+
+    def _sentence_vectors(self, ids, words_of, states, s, window, n_prefix) -> SentenceVectors:
+        starts = _window_starts(len(ids), window)
+        if len(starts) == 1:
+            piece_states = states[s, 0][n_prefix : n_prefix + len(ids)]
+        else:
+            piece_states = np.empty((len(ids), self.width), dtype=np.float32)
+        for p in range(len(ids) if len(starts) > 1 else 0):  # each piece from the window where it is most central
+            start = min((st for st in starts if st <= p < st + window), key=lambda st: abs(p - st - window / 2))
+            piece_states[p] = states[s, start][n_prefix + p - start]
+        words = np.stack([piece_states[pos].mean(axis=0) for pos in words_of])
+        root = states[s, 0][0] if n_prefix else words.mean(axis=0)
+        return words, root.astype(np.float32)
+
+
+def _window_starts(n: int, window: int) -> List[int]:
+    """Starts of windows of `window` pieces covering n pieces, each overlapping the next by half a window."""
+    if n <= window:
+        return [0]
+    stride = max(1, window // 2)
+    starts = list(range(0, n - window, stride))
+    return starts + [n - window]
+
+
+@registry.architectures("spacy-concept-align.FrozenEncoder.v1")
+def build_frozen_encoder(
+    name: str, layer: int, pooling: str = "first", batch_size: int = 32, max_length: int = 0
+) -> FrozenEncoder:
+    """Registered as spacy-concept-align.FrozenEncoder.v1: the encoder block of a concept_align config."""
+    return FrozenEncoder(name, layer, pooling=pooling, batch_size=batch_size, max_length=max_length)

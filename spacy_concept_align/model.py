@@ -1,0 +1,111 @@
+"""The learned parts together: a UPOS aligner, a relation aligner and an arc scorer, over frozen word vectors.
+
+Everything here works on FeatureSets (no spaCy, no encoder), so the pipe, meta-training, few-shot adaptation and
+evaluation share one implementation of prediction and loss.
+"""
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .aligner import ConceptAligner
+from .arcs import BiaffineArcScorer, decode_batch, pad_batch
+from .features import FeatureSet
+from .labels import DEPRELS, ROOT_ID, UPOS
+
+
+def tensor(array: np.ndarray, dtype=torch.float32) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(array), dtype=dtype)
+
+
+def _known(labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Labels with -1 wherever the class is unknown or has no prototype."""
+    return torch.where((labels >= 0) & valid[labels.clamp(min=0)], labels, torch.full_like(labels, -1))
+
+
+class ConceptParser(nn.Module):
+    """POS by nearest UPOS prototype, heads by a biaffine scorer + spanning tree, relations by nearest relation
+    prototype of h(head) - h(dependent) on the predicted heads.
+    """
+
+    def __init__(self, width: int, pos_hidden: int = 256, pos_dim: int = 32, rel_hidden: int = 384,
+                 rel_dim: int = 64, arc_hidden: int = 256, dropout: float = 0.33, token_dropout: bool = False):
+        super().__init__()
+        self.width = width
+        self.pos = ConceptAligner(width, pos_hidden, pos_dim, len(UPOS), dropout, token_dropout)
+        self.rel = ConceptAligner(width, rel_hidden, rel_dim, len(DEPRELS), dropout, token_dropout)
+        self.arcs = BiaffineArcScorer(width, arc_hidden, dropout)
+
+    @property
+    def languages(self):
+        return self.pos.languages
+
+    def add_language(self, lang: str) -> None:
+        """Give `lang` its own (identity-initialised) adaptors in both concept spaces."""
+        self.pos.add_language(lang)
+        self.rel.add_language(lang)
+
+    def set_prototypes(self, features: FeatureSet, min_count: int = 1) -> None:
+        """Prototypes = class means of gold-labelled source features (UPOS on words, relations on head - dep)."""
+        if not (features.upos >= 0).any() or not (features.heads >= 0).any():
+            raise ValueError("Prototypes need examples with gold UPOS and heads; none were given")
+        self.pos.set_prototypes(tensor(features.words), tensor(features.upos, torch.long), min_count)
+        deprels = np.where(features.heads >= 0, features.deprels, -1)
+        self.rel.set_prototypes(tensor(features.relation_vectors()), tensor(deprels, torch.long), min_count)
+
+    def losses(self, features: FeatureSet, lang: Optional[str] = None, arcs: bool = True) -> Dict[str, torch.Tensor]:
+        """Cross-entropy of UPOS, relations (on gold heads) and heads, over the labelled words."""
+        ce = nn.functional.cross_entropy
+        result = {}
+        # Words whose gold class has no prototype cannot be pulled towards it: they are left out of the loss.
+        upos = _known(tensor(features.upos, torch.long), self.pos.valid)
+        if (upos >= 0).any():
+            result["pos"] = ce(self.pos.logits(tensor(features.words), lang), upos, ignore_index=-1)
+        deprels = _known(tensor(np.where(features.heads >= 0, features.deprels, -1), torch.long), self.rel.valid)
+        if (deprels >= 0).any():
+            result["rel"] = ce(self.rel.logits(tensor(features.relation_vectors()), lang), deprels, ignore_index=-1)
+        if arcs and (features.heads >= 0).any():
+            words, roots, mask = self._padded(features)
+            gold = torch.zeros(mask.shape, dtype=torch.long)
+            for row, (start, end) in enumerate(self._spans(features)):
+                gold[row, : end - start] = tensor(features.heads[start:end], torch.long)
+            known = mask & (gold >= 0)
+            result["arc"] = self.arcs.loss(self.arcs(words, roots, mask), gold.clamp(min=0), known)
+        return result
+
+    @torch.no_grad()
+    def predict(self, features: FeatureSet, lang: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """UPOS ids, heads (0 = root, one root per sentence, always a tree) and relation ids for every word."""
+        was_training = self.training
+        self.eval()
+        try:
+            upos = self.pos.logits(tensor(features.words), lang).argmax(-1).numpy()
+            heads = self.predict_heads(features)
+            rel_logits = self.rel.logits(tensor(features.relation_vectors(heads)), lang)
+            is_root = tensor(heads == 0, torch.bool)
+            # The root's label is "root"; no other word may take it.
+            rel_logits[:, ROOT_ID] = torch.where(is_root, torch.tensor(1e9), torch.tensor(-1e9))
+            deprels = rel_logits.argmax(-1).numpy()
+        finally:
+            self.train(was_training)
+        return upos, heads, deprels
+
+    @torch.no_grad()
+    def predict_heads(self, features: FeatureSet, batch_size: int = 64) -> np.ndarray:
+        heads = np.zeros(features.n_words, dtype=np.int64)
+        spans = self._spans(features)
+        for b in range(0, len(spans), batch_size):
+            chunk = features.select(range(b, min(b + batch_size, len(spans))))
+            words, roots, mask = self._padded(chunk)
+            for (start, end), tree in zip(spans[b : b + batch_size], decode_batch(self.arcs(words, roots, mask), mask)):
+                heads[start:end] = tree
+        return heads
+
+    @staticmethod
+    def _spans(features: FeatureSet):
+        return list(zip(features.offsets[:-1], features.offsets[1:]))
+
+    def _padded(self, features: FeatureSet):
+        sentences = [np.asarray(features.words[a:b], np.float32) for a, b in self._spans(features)]
+        return pad_batch(sentences, list(np.asarray(features.roots, np.float32)))

@@ -1,0 +1,31 @@
+"""Where things live on disk: the cache (built encoder, feature cache) and the UD data directory."""
+import os
+from pathlib import Path
+from typing import Optional
+
+CACHE_ENV = "SPACY_CONCEPT_ALIGN_CACHE"
+UD_ENV = "SPACY_CONCEPT_ALIGN_UD"
+
+
+def cache_dir() -> Path:
+    """The user cache ($SPACY_CONCEPT_ALIGN_CACHE, else $XDG_CACHE_HOME or ~/.cache, /spacy-concept-align)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser()
+    return base / "spacy-concept-align"
+
+
+def ud_dir(path: Optional[Path] = None) -> Path:
+    """The UD treebanks: an explicit path, else $SPACY_CONCEPT_ALIGN_UD, else ../shared/ud beside the checkout.
+
+    Treebanks are never copied into the project; this is the one place that decides where they are read from.
+    """
+    candidates = [path, os.environ.get(UD_ENV)]
+    candidates += [Path.cwd() / ".." / "shared" / "ud", Path(__file__).resolve().parents[2] / "shared" / "ud"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "MANIFEST.tsv").exists():
+            return Path(candidate).resolve()
+    raise FileNotFoundError(
+        f"No UD data directory found. Pass one explicitly or set ${UD_ENV} to a folder holding UD_* treebanks "
+        "and a MANIFEST.tsv (see the README, 'Data')."
+    )

@@ -1,0 +1,355 @@
+"""The `concept_align` component: UPOS, heads and universal relations for text in any language.
+
+The pipe is thin: the frozen encoder (spacy_concept_align.encoders) gives word vectors, the ConceptParser
+(spacy_concept_align.model) turns them into predictions, and this module moves them in and out of Docs.
+"""
+import json
+import logging
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import srsly
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+from spacy.attrs import DEP, HEAD
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.scorer import Scorer
+from spacy.tokens import Doc, Span
+from spacy.training import Example, validate_examples, validate_get_examples
+from spacy.util import registry
+from spacy.vocab import Vocab
+from thinc.api import Config, Model, PyTorchWrapper_v2
+
+from .corpus import LANG_ATTR, ensure_extensions
+from .encoders import OFFLINE_NAME, FrozenEncoder
+from .features import FeatureSet
+from .labels import DEPREL_ID, DEPRELS, UPOS, UPOS_ID, to_spacy_dep, universal_deprel
+from .model import ConceptParser
+
+logger = logging.getLogger(__name__)
+
+#: The trained default shipped inside the package (aligners, prototypes, arc scorer; not the encoder).
+DEFAULT_WEIGHTS = Path(__file__).parent / "data" / "default"
+
+# fmt: off
+DEFAULT_MODEL_CONFIG = f"""
+[model]
+@architectures = "spacy-concept-align.ConceptAligner.v1"
+pos_hidden = 256
+pos_dim = 32
+rel_hidden = 384
+rel_dim = 64
+arc_hidden = 256
+dropout = 0.33
+token_dropout = false
+
+[model.encoder]
+@architectures = "spacy-concept-align.FrozenEncoder.v1"
+name = "{OFFLINE_NAME}"
+layer = 6
+pooling = "first"
+batch_size = 32
+max_length = 0
+"""
+# fmt: on
+DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
+
+
+@registry.architectures("spacy-concept-align.ConceptAligner.v1")
+def build_concept_aligner(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: int = 32, rel_hidden: int = 384,
+                          rel_dim: int = 64, arc_hidden: int = 256, dropout: float = 0.33,
+                          token_dropout: bool = False) -> Model:
+    """The learned parts (UPOS aligner, relation aligner, arc scorer) as one thinc-wrapped torch module.
+
+    encoder (FrozenEncoder): where word vectors come from; kept in model.attrs["encoder"].
+    token_dropout (bool): drop whole token vectors, as the original code does, instead of single units.
+    RETURNS (Model): a PyTorchWrapper whose shim holds the ConceptParser, so spaCy's optimizer can step it.
+    """
+    net = ConceptParser(encoder.width, pos_hidden, pos_dim, rel_hidden, rel_dim, arc_hidden, dropout, token_dropout)
+    model = PyTorchWrapper_v2(net)
+    model.attrs["encoder"] = encoder
+    return model
+
+
+@Language.factory(
+    "concept_align",
+    assigns=["token.pos", "token.dep", "token.head", "token.is_sent_start", "doc.sents"],
+    default_config={
+        "model": DEFAULT_MODEL,
+        "overwrite": True,
+        "lang": None,
+        "init_weights": "default",
+        "min_count": 10,
+        "scorer": {"@scorers": "spacy-concept-align.scorer.v1"},
+    },
+    default_score_weights={"pos_acc": 0.5, "dep_las": 0.5, "dep_uas": 0.0, "dep_las_per_type": None},
+)
+def make_concept_align(nlp: Language, name: str, model: Model, overwrite: bool, lang: Optional[str],
+                       init_weights: Optional[str], min_count: int, scorer: Optional[Callable]) -> "ConceptAlign":
+    """Create a concept_align component.
+
+    model (Model): from spacy-concept-align.ConceptAligner.v1.
+    overwrite (bool): replace existing POS / parse annotation.
+    lang (Optional[str]): language used when a doc does not name its own (doc._.concept_lang).
+    init_weights (Optional[str]): "default" = the trained default shipped with the package, a path = a saved
+        component directory, null = untrained (call nlp.initialize with gold examples, then train).
+    min_count (int): a class needs this many source examples to get a prototype at initialize.
+    """
+    pipe = ConceptAlign(nlp.vocab, model, name, overwrite=overwrite, lang=lang, min_count=min_count, scorer=scorer)
+    if init_weights:
+        path = DEFAULT_WEIGHTS if init_weights == "default" else Path(init_weights)
+        if (path / "model.safetensors").exists():
+            pipe.load_weights(path)
+        else:
+            logger.warning("concept_align: no trained weights at %s; the component needs nlp.initialize + training", path)
+    return pipe
+
+
+class ConceptAlign(TrainablePipe):
+    """Tags (token.pos), parses (token.head, token.dep) by aligning frozen encoder states to universal concepts."""
+
+    def __init__(self, vocab: Vocab, model: Model, name: str = "concept_align", *, overwrite: bool = True,
+                 lang: Optional[str] = None, min_count: int = 10, scorer: Optional[Callable] = None):
+        ensure_extensions()
+        self.vocab, self.model, self.name, self.scorer = vocab, model, name, scorer
+        encoder: FrozenEncoder = model.attrs["encoder"]
+        self.cfg = {"overwrite": overwrite, "lang": lang, "min_count": min_count,
+                    "encoder": {"name": encoder.name, "layer": encoder.layer, "pooling": encoder.pooling}}
+        self._warned_langs: set = set()
+
+    # -- parts ----------------------------------------------------------------------------------------------
+
+    @property
+    def net(self) -> ConceptParser:
+        return self.model.shims[0]._model
+
+    @property
+    def encoder(self) -> FrozenEncoder:
+        return self.model.attrs["encoder"]
+
+    @property
+    def is_initialized(self) -> bool:
+        return bool(self.net.pos.valid.any())
+
+    @property
+    def languages(self) -> List[str]:
+        """Languages with their own adaptor (from meta-training or few-shot adaptation)."""
+        return self.net.languages
+
+    # -- prediction -----------------------------------------------------------------------------------------
+
+    def __call__(self, doc: Doc, lang: Optional[str] = None) -> Doc:
+        """Annotate one doc; `lang` overrides the doc's and the component's language."""
+        self.set_annotations([doc], self.predict([doc], lang=lang))
+        return doc
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128, lang: Optional[str] = None) -> Iterator[Doc]:
+        stream = iter(stream)
+        while batch := list(islice(stream, batch_size)):
+            self.set_annotations(batch, self.predict(batch, lang=lang))
+            yield from batch
+
+    def predict(self, docs: Iterable[Doc], lang: Optional[str] = None) -> List[Tuple[np.ndarray, ...]]:
+        """Per doc: UPOS ids, heads (doc-relative token indices) and relation ids."""
+        docs = list(docs)
+        if not self.is_initialized:
+            raise ValueError(f"The {self.name} component has no prototypes yet: load trained weights "
+                             "(init_weights = \"default\") or call nlp.initialize with gold examples.")
+        results: List[Optional[Tuple[np.ndarray, ...]]] = [None] * len(docs)
+        by_lang: Dict[Optional[str], List[int]] = {}
+        for i, doc in enumerate(docs):
+            by_lang.setdefault(self._language(doc, lang), []).append(i)
+        for doc_lang, indices in by_lang.items():
+            group = [docs[i] for i in indices if len(docs[i])]
+            spans = [list(_sentence_spans(doc)) for doc in group]
+            flat = [span for doc_spans in spans for span in doc_spans]
+            features = FeatureSet.from_vectors(self.encoder([[t.text for t in s] for s in flat])) if flat else None
+            upos, heads, deprels = self.net.predict(features, doc_lang) if flat else ((), (), ())
+            word = 0
+            for i in indices:
+                doc = docs[i]
+                doc_heads = np.arange(len(doc))
+                doc_upos, doc_rels = np.zeros(len(doc), np.int64), np.zeros(len(doc), np.int64)
+                for span in (_sentence_spans(doc) if len(doc) else []):
+                    n = len(span)
+                    sent_heads = heads[word : word + n]
+                    doc_heads[span.start : span.end] = np.where(sent_heads > 0, span.start + sent_heads - 1,
+                                                                np.arange(span.start, span.end))
+                    doc_upos[span.start : span.end] = upos[word : word + n]
+                    doc_rels[span.start : span.end] = deprels[word : word + n]
+                    word += n
+                results[i] = (doc_upos, doc_heads, doc_rels)
+        return results
+
+    def _language(self, doc: Doc, override: Optional[str]) -> Optional[str]:
+        """Per-call override, else doc._.concept_lang, else the component's `lang`; unknown -> zero-shot (None)."""
+        lang = override or doc._.get(LANG_ATTR) or self.cfg["lang"]
+        if lang and lang not in self.languages:
+            if lang not in self._warned_langs:
+                logger.info("concept_align: no adaptor for %r; using the zero-shot path", lang)
+                self._warned_langs.add(lang)
+            return None
+        return lang
+
+    def set_annotations(self, docs: Iterable[Doc], predictions: Sequence[Tuple[np.ndarray, ...]]) -> None:
+        """Write POS, heads and relations (one tree per sentence; "ROOT" for the root, as spaCy does)."""
+        strings = self.vocab.strings
+        for doc, (upos, heads, deprels) in zip(docs, predictions):
+            if not len(doc):
+                continue
+            overwrite = self.cfg["overwrite"]
+            keep_pos = not overwrite and doc.has_annotation("POS")
+            keep_dep = not overwrite and doc.has_annotation("DEP")
+            for token, tag in zip(doc, upos):
+                if not (keep_pos and token.pos_):
+                    token.pos_ = UPOS[tag]
+            if keep_dep:
+                continue
+            array = np.zeros((len(doc), 2), dtype="uint64")
+            array[:, 0] = (heads - np.arange(len(doc))).astype("int64").astype("uint64")
+            array[:, 1] = [strings.add(to_spacy_dep(DEPRELS[r])) for r in deprels]
+            doc.from_array([HEAD, DEP], array)
+
+    # -- training -------------------------------------------------------------------------------------------
+
+    def initialize(self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None,
+                   min_count: Optional[int] = None) -> None:
+        """Prototypes from gold examples (the source language(s)); the aligners and arc scorer start fresh.
+
+        get_examples (Callable[[], Iterable[Example]]): gold examples with POS and heads.
+        """
+        validate_get_examples(get_examples, "ConceptAlign.initialize")
+        features = self._gold_features(list(get_examples()))
+        if features is None or not (features.upos >= 0).any():
+            raise ValueError(f"{self.name}.initialize needs gold examples with POS and dependency annotation")
+        self.net.set_prototypes(features, min_count or self.cfg["min_count"])
+
+    def update(self, examples: Iterable[Example], *, drop: float = 0.0, sgd=None,
+               losses: Optional[Dict[str, float]] = None) -> Dict[str, float]:
+        """One gradient step on the aligners (for the examples' languages) and the arc scorer."""
+        losses = {} if losses is None else losses
+        losses.setdefault(self.name, 0.0)
+        examples = list(examples)
+        validate_examples(examples, "ConceptAlign.update")
+        by_lang: Dict[Optional[str], List[Example]] = {}
+        for eg in examples:
+            by_lang.setdefault(self._language(eg.predicted, None), []).append(eg)
+        self.net.train()
+        for lang, group in by_lang.items():
+            features = self._gold_features(group)
+            if features is None:
+                continue
+            loss = sum(self.net.losses(features, lang).values())
+            if not torch.isfinite(loss):
+                raise ValueError(f"{self.name}: loss is not finite ({loss.item()})")
+            loss.backward()
+            losses[self.name] += float(loss.item())
+        if sgd is not None:
+            self.finish_update(sgd)
+        return losses
+
+    def get_loss(self, examples: Iterable[Example], scores=None) -> Tuple[float, None]:
+        """The summed losses of the examples (gradients flow through update, not through this)."""
+        with torch.no_grad():
+            features = self._gold_features(list(examples))
+            return (float(sum(self.net.losses(features).values())) if features else 0.0), None
+
+    def _gold_features(self, examples: List[Example]) -> Optional[FeatureSet]:
+        """Encoder features of the examples' predicted docs, labelled from the aligned reference docs."""
+        spans, labels = [], []
+        for eg in examples:
+            doc = eg.predicted
+            if not len(doc):
+                continue
+            pos = eg.get_aligned("POS", as_string=True)
+            heads, deps = eg.get_aligned_parse(projectivize=False)
+            sents = _sentence_spans(eg.reference) if len(eg.reference) == len(doc) else _sentence_spans(doc)
+            for sent in sents:
+                span = doc[sent.start : sent.end]
+                spans.append(span)
+                for i in range(span.start, span.end):
+                    head = heads[i]
+                    inside = head is not None and span.start <= head < span.end
+                    labels.append((
+                        UPOS_ID.get(pos[i] or "", -1),
+                        (0 if head == i else head - span.start + 1) if inside else -1,
+                        DEPREL_ID.get(universal_deprel(deps[i] or ""), -1) if inside else -1,
+                    ))
+        if not spans:
+            return None
+        features = FeatureSet.from_vectors(self.encoder([[t.text for t in s] for s in spans]))
+        array = np.array(labels, dtype=np.int64).reshape(-1, 3)
+        features.upos[:], features.heads[:], features.deprels[:] = array[:, 0], array[:, 1], array[:, 2]
+        return features
+
+    # -- serialization: safetensors + JSON, never pickle -----------------------------------------------------
+
+    def _state(self) -> Tuple[dict, bytes]:
+        cfg = dict(self.cfg, languages=self.languages, width=self.net.width)
+        state = {k: v.contiguous() for k, v in self.net.state_dict().items()}
+        return cfg, save_tensors(state)
+
+    def _set_state(self, cfg: dict, weights: bytes) -> None:
+        for lang in cfg.get("languages", []):
+            self.net.add_language(lang)
+        if cfg.get("width") not in (None, self.net.width):
+            raise ValueError(f"Saved weights expect {cfg['width']}-d vectors but the encoder gives {self.net.width}-d")
+        saved_encoder = cfg.get("encoder", {})
+        if saved_encoder and saved_encoder != self.cfg["encoder"]:
+            logger.warning("concept_align: weights were trained with encoder %s, now used with %s",
+                           saved_encoder, self.cfg["encoder"])
+        self.net.load_state_dict(load_tensors(weights), strict=True)
+
+    def load_weights(self, path: Union[str, Path]) -> None:
+        """Load a component directory written by to_disk (cfg.json + model.safetensors)."""
+        path = Path(path)
+        self._set_state(srsly.read_json(path / "cfg.json"), (path / "model.safetensors").read_bytes())
+
+    def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        cfg, weights = self._state()
+        srsly.write_json(path / "cfg.json", cfg)
+        (path / "model.safetensors").write_bytes(weights)
+
+    def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "ConceptAlign":
+        self.load_weights(path)
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
+        cfg, weights = self._state()
+        return srsly.msgpack_dumps({"cfg": json.dumps(cfg), "weights": weights})
+
+    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "ConceptAlign":
+        data = srsly.msgpack_loads(bytes_data)
+        self._set_state(json.loads(data["cfg"]), data["weights"])
+        return self
+
+
+def _sentence_spans(doc: Doc) -> List[Span]:
+    """The doc's sentences when it has boundaries (sentencizer, gold, a parse), else the whole doc as one."""
+    if doc.has_annotation("SENT_START") or doc.has_annotation("DEP"):
+        return list(doc.sents)
+    return [doc[:]]
+
+
+def _dep_label(token, attr: str) -> str:
+    """CoNLL 2018 convention: universal relation, lower case, subtype stripped ("ROOT" == "root")."""
+    return universal_deprel(token.vocab.strings.as_string(getattr(token, attr)))
+
+
+@registry.scorers("spacy-concept-align.scorer.v1")
+def make_concept_scorer() -> Callable:
+    """pos_acc, dep_uas, dep_las (+ per type) through spaCy's Scorer, punctuation included (CoNLL 2018)."""
+
+    def score(examples: Iterable[Example], **kwargs) -> Dict[str, float]:
+        examples = list(examples)
+        scores = Scorer.score_token_attr(examples, "pos", **kwargs)
+        scores.update(Scorer.score_deps(examples, "dep", getter=_dep_label, ignore_labels=(), **kwargs))
+        return scores
+
+    return score
