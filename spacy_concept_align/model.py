@@ -16,7 +16,7 @@ from .labels import DEPRELS, ROOT_ID, UPOS
 
 
 def tensor(array: np.ndarray, dtype=torch.float32) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(array), dtype=dtype)
+    return torch.tensor(np.asarray(array), dtype=dtype)  # a copy: cached features are read-only memory maps
 
 
 def _known(labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

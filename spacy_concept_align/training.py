@@ -1,0 +1,196 @@
+"""Meta-training: episodes of one language at a time, on cached frozen features, into a concept_align pipeline.
+
+Faithful to Xu et al. (2023): frozen encoder, fixed source class means as prototypes, a shared aligner trained on
+monolingual episodes, model selection on held-out validation languages. Better where the original is weak, each
+change a setting so the original stays reachable (configs/original.cfg):
+- the support set is used: query words are also classified against prototypes re-estimated from the support set
+  (shrunk towards the source ones), which is what few-shot adaptation does at test time (`support_loss_weight`);
+- dropout drops units, not whole token vectors (`token_dropout` in the model block);
+- queries never overlap their support (`disjoint_queries`).
+The arc scorer is trained in the same loop, on the same episodes.
+"""
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import spacy
+import torch
+from confection import Config
+from spacy.language import Language
+
+from .corpus import TreebankFile, list_treebanks
+from .encoders import FrozenEncoder
+from .features import FeatureSet, extract_features
+from .model import ConceptParser
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EpisodeSettings:
+    n_support: int = 10
+    n_query: int = 30
+    disjoint_queries: bool = True
+    max_length: int = 128  # longer sentences are left out of episodes, as in the original
+
+
+def pool_file(lang: str, data_dir: Optional[Path] = None, splits: Sequence[str] = ("train", "dev", "test")) -> TreebankFile:
+    """The file a language contributes to a pool: its largest file of the first split present (train, dev, test)."""
+    files = [tb for tb in list_treebanks(data_dir) if tb.lang == lang]
+    for split in splits:
+        candidates = [tb for tb in files if tb.split == split]
+        if candidates:
+            return max(candidates, key=lambda tb: tb.words)
+    raise KeyError(f"No {'/'.join(splits)} file for language {lang!r}")
+
+
+def load_pools(langs: Sequence[str], encoder: FrozenEncoder, max_sentences: int, data_dir: Optional[Path] = None,
+               splits: Sequence[str] = ("train", "dev", "test"), progress: bool = True) -> Dict[str, FeatureSet]:
+    """Cached features of each language's pool file."""
+    pools = {}
+    for lang in langs:
+        tb = pool_file(lang, data_dir, splits)
+        pools[lang] = extract_features(tb.path, encoder, max_sentences=max_sentences, progress=progress)
+        logger.info("%s: %s (%d sentences)", lang, tb.path.name, len(pools[lang]))
+    return pools
+
+
+class EpisodeSampler:
+    """Monolingual episodes: a support set and a query set of sentences from one language's pool."""
+
+    def __init__(self, pools: Dict[str, FeatureSet], settings: EpisodeSettings, seed: int = 0):
+        self.pools, self.settings = pools, settings
+        self.rng = random.Random(seed)
+        self.usable = {lang: [s for s in range(len(f)) if 0 < f.offsets[s + 1] - f.offsets[s] <= settings.max_length]
+                       for lang, f in pools.items()}
+
+    def sample(self, lang: str) -> Tuple[FeatureSet, FeatureSet]:
+        ids = self.usable[lang]
+        k = min(self.settings.n_support, len(ids) // 2)
+        support = self.rng.sample(ids, k)
+        chosen = set(support)
+        rest = [i for i in ids if i not in chosen] if self.settings.disjoint_queries else ids
+        query = self.rng.sample(rest, min(self.settings.n_query, len(rest)))
+        return self.pools[lang].select(support), self.pools[lang].select(query)
+
+
+def episode_loss(net: ConceptParser, support: FeatureSet, query: FeatureSet, support_loss_weight: float,
+                 shrink: float) -> Dict[str, torch.Tensor]:
+    """Query losses against the source prototypes (+ against support-refined prototypes) and the arc loss."""
+    losses = net.losses(query)
+    if support_loss_weight > 0 and len(support):
+        for name, aligner, s_x, s_y, q_x, q_y in _task_tensors(net, support, query):
+            refined = aligner.support_prototypes(aligner.embed(s_x), s_y, shrink)
+            keep = q_y >= 0
+            if keep.any():
+                logits = aligner.logits(q_x[keep], prototypes=refined)
+                losses[f"{name}_support"] = support_loss_weight * torch.nn.functional.cross_entropy(logits, q_y[keep])
+    return losses
+
+
+def _task_tensors(net: ConceptParser, support: FeatureSet, query: FeatureSet):
+    from .model import _known, tensor
+
+    def rel(features: FeatureSet):
+        labels = np.where(features.heads >= 0, features.deprels, -1)
+        return tensor(features.relation_vectors()), _known(tensor(labels, torch.long), net.rel.valid)
+
+    def pos(features: FeatureSet):
+        return tensor(features.words), _known(tensor(features.upos, torch.long), net.pos.valid)
+
+    yield ("pos", net.pos, *pos(support), *pos(query))
+    yield ("rel", net.rel, *rel(support), *rel(query))
+
+
+@torch.no_grad()
+def validation_score(net: ConceptParser, pools: Dict[str, FeatureSet]) -> Dict[str, float]:
+    """Zero-shot accuracy on validation languages: UPOS, relations on gold heads, greedy heads (no tree decoding)."""
+    net.eval()
+    totals = {"pos": [], "rel": [], "arc": []}
+    for features in pools.values():
+        from .model import tensor
+
+        upos = net.pos.logits(tensor(features.words)).argmax(-1).numpy()
+        totals["pos"].append(np.mean(upos == features.upos))
+        rels = net.rel.logits(tensor(features.relation_vectors())).argmax(-1).numpy()
+        totals["rel"].append(np.mean(rels == features.deprels))
+        words, roots, mask = net._padded(features)
+        heads = net.arcs(words, roots, mask).argmax(-1)[mask].numpy()
+        totals["arc"].append(np.mean(heads == features.heads))
+    net.train()
+    scores = {name: float(np.mean(values)) for name, values in totals.items()}
+    scores["score"] = float(np.mean(list(scores.values())))
+    return scores
+
+
+def meta_train(config: Config, data_dir: Optional[Path] = None, progress: bool = True) -> Tuple[Language, dict]:
+    """Build and meta-train a concept_align pipeline from a meta-training config (see configs/default.cfg).
+
+    RETURNS (Tuple[Language, dict]): the trained pipeline and a report (time, validation history).
+    """
+    cfg = config.interpolate()
+    langs, train, model_cfg = cfg["languages"], cfg["training"], cfg["model"]
+    seed = int(train["seed"])
+    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+    nlp = spacy.blank("xx")
+    pipe = nlp.add_pipe("concept_align", config={"init_weights": None, "min_count": train["min_count"],
+                                                 "model": model_cfg})
+    net: ConceptParser = pipe.net
+    encoder = pipe.encoder
+    start = time.perf_counter()
+    pools = load_pools(langs["train"], encoder, langs["max_train_sentences"], data_dir, progress=progress)
+    val_pools = load_pools(langs["validation"], encoder, langs["max_validation_sentences"], data_dir,
+                           splits=("dev",), progress=progress)
+    features_seconds = time.perf_counter() - start
+
+    sources = [pools[lang] for lang in langs["source"]]
+    net.set_prototypes(_concat(sources), int(train["min_count"]))
+    sampler = EpisodeSampler(pools, EpisodeSettings(train["n_support"], train["n_query"],
+                                                    train["disjoint_queries"]), seed)
+    episodes = [lang for lang in langs["train"] for _ in range(train["episodes_per_language"])]
+    steps = len(episodes) * train["epochs"]
+    optimizer = torch.optim.AdamW(net.parameters(), lr=train["lr"], weight_decay=train["weight_decay"])
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train["lr"], total_steps=steps, pct_start=0.05)
+    best, history = (-1.0, None), []
+    net.train()
+    train_start = time.perf_counter()
+    for epoch in range(train["epochs"]):
+        sampler.rng.shuffle(episodes)
+        running = []
+        for lang in episodes:
+            support, query = sampler.sample(lang)
+            loss = sum(episode_loss(net, support, query, train["support_loss_weight"], train["shrink"]).values())
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            optimizer.step()
+            schedule.step()
+            running.append(float(loss.detach()))
+        scores = validation_score(net, val_pools)
+        history.append({"epoch": epoch, "loss": float(np.mean(running)), **scores})
+        print(f"epoch {epoch:2d}  loss {np.mean(running):.3f}  val pos {scores['pos']:.3f}  rel {scores['rel']:.3f}"
+              f"  arc {scores['arc']:.3f}  ({time.perf_counter() - train_start:.0f} s)", flush=True)
+        if scores["score"] > best[0]:
+            best = (scores["score"], {k: v.clone() for k, v in net.state_dict().items()})
+    net.load_state_dict(best[1])
+    net.eval()
+    report = {"features_seconds": features_seconds, "train_seconds": time.perf_counter() - train_start,
+              "steps": steps, "best_validation": best[0], "history": history}
+    print(f"meta-training: {steps} episodes in {report['train_seconds']:.0f} s "
+          f"(+ {features_seconds:.0f} s features); best validation score {best[0]:.3f}", flush=True)
+    return nlp, report
+
+
+def _concat(feature_sets: List[FeatureSet]) -> FeatureSet:
+    """Several FeatureSets as one (for pooled source prototypes)."""
+    offsets, words = [0], 0
+    for f in feature_sets:
+        offsets += list(np.asarray(f.offsets[1:]) + words)
+        words += f.n_words
+    cat = lambda name: np.concatenate([np.asarray(getattr(f, name)) for f in feature_sets])  # noqa: E731
+    return FeatureSet(cat("words").astype(np.float32), cat("roots").astype(np.float32), np.array(offsets),
+                      cat("upos"), cat("heads"), cat("deprels"))
