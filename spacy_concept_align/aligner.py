@@ -40,13 +40,21 @@ class Phi(nn.Module):
         return self.outer(self.dropout(nn.functional.leaky_relu(self.inner(x), 0.2)))
 
 
-def identity_adaptor(dim: int) -> nn.Linear:
-    """A language adaptor that starts as the identity, so a new language begins at the zero-shot solution."""
-    adaptor = nn.Linear(dim, dim)
-    with torch.no_grad():
-        adaptor.weight.copy_(torch.eye(dim))
-        adaptor.bias.zero_()
-    return adaptor
+class LanguageAdaptor(nn.Module):
+    """One language's corrections: a linear map on Phi's output (identity at birth, so a new language starts at
+    the zero-shot solution) and a shift of the prototypes (zero unless refined from that language's examples).
+    """
+
+    def __init__(self, dim: int, n_classes: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.eye(dim))
+            self.linear.bias.zero_()
+        self.register_buffer("prototype_shift", torch.zeros(n_classes, dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.linear(z)
 
 
 class ConceptAligner(nn.Module):
@@ -81,10 +89,10 @@ class ConceptAligner(nn.Module):
         """The source prototypes in the concept space (n_classes x dim)."""
         return self.prototype_map(self.source_means)
 
-    def add_language(self, lang: str) -> nn.Linear:
+    def add_language(self, lang: str) -> LanguageAdaptor:
         """The adaptor of `lang`, created as the identity if it does not exist yet."""
         if lang not in self.adaptors:
-            self.adaptors[lang] = identity_adaptor(self.dim).to(self.source_means.device)
+            self.adaptors[lang] = LanguageAdaptor(self.dim, len(self.valid)).to(self.source_means.device)
         return self.adaptors[lang]
 
     def embed(self, x: torch.Tensor, lang: Optional[str] = None) -> torch.Tensor:
@@ -93,8 +101,12 @@ class ConceptAligner(nn.Module):
         return self.adaptors[lang](z) if lang in self.adaptors else z
 
     def logits(self, x: torch.Tensor, lang: Optional[str] = None, prototypes: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Class scores -||A_lang Phi(x) - P_c||^2 (P = the source prototypes unless given)."""
-        protos = self.prototypes() if prototypes is None else prototypes
+        """Class scores -||A_lang Phi(x) - P_c||^2 (P: the source prototypes, shifted for `lang`, unless given)."""
+        protos = prototypes
+        if protos is None:
+            protos = self.prototypes()
+            if lang in self.adaptors:
+                protos = protos + self.adaptors[lang].prototype_shift
         return distance_logits(self.embed(x, lang), protos, self.valid)
 
     def support_prototypes(self, z: torch.Tensor, labels: torch.Tensor, shrink: float) -> torch.Tensor:

@@ -91,23 +91,87 @@ def train(
     output: Path = typer.Argument(..., help="Directory for the trained pipeline."),
     data_dir: Optional[Path] = typer.Option(None, help="UD data directory (default: $SPACY_CONCEPT_ALIGN_UD or ../shared/ud)."),
     overrides: List[str] = typer.Option([], "--set", help="Config overrides, e.g. --set training.epochs=2"),
+    features_only: bool = typer.Option(False, help="Only extract (cache) the features training will read."),
 ):
     """Meta-train the aligner and arc scorer across languages, on cached features; save a spaCy pipeline."""
     from confection import Config
+    from spacy.util import registry
 
-    from .training import meta_train
+    from .training import meta_train, training_features
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    parsed = {}
-    for item in overrides:
-        key, value = item.split("=", 1)
-        parsed[key] = json.loads(value) if value[:1] in "[{0123456789-tf\"" or value in ("null",) else value
-    cfg = Config().from_disk(config, overrides=parsed)
+    cfg = Config().from_disk(config, overrides=dict(_override(item) for item in overrides))
+    if features_only:
+        encoder = registry.resolve({"encoder": cfg["model"]["encoder"]})["encoder"]
+        training_features(cfg.interpolate()["languages"], encoder, data_dir)
+        typer.echo("features cached")
+        return
     nlp, report = meta_train(cfg, data_dir)
     output.mkdir(parents=True, exist_ok=True)
     nlp.to_disk(output)
     (output / "training_report.json").write_text(json.dumps(report, indent=2))
     typer.echo(f"saved pipeline to {output}")
+
+
+def _override(item: str):
+    """"section.key=value" with a JSON value (numbers, lists, true/false/null) or a plain string."""
+    key, _, value = item.partition("=")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+@app.command("ship-default")
+def ship_default(pipeline: Path = typer.Argument(..., help="A trained pipeline directory (training/default).")):
+    """Make a trained pipeline's concept_align weights the default of nlp.add_pipe("concept_align")."""
+    import shutil
+
+    from .pipeline import DEFAULT_WEIGHTS
+
+    source = pipeline / "concept_align"
+    DEFAULT_WEIGHTS.mkdir(parents=True, exist_ok=True)
+    for name in ("cfg.json", "model.safetensors"):
+        shutil.copyfile(source / name, DEFAULT_WEIGHTS / name)
+    size = sum(f.stat().st_size for f in DEFAULT_WEIGHTS.iterdir()) / 1e6
+    typer.echo(f"default weights <- {source} ({size:.1f} MB in {DEFAULT_WEIGHTS})")
+
+
+@app.command()
+def adapt(
+    pipeline: str = typer.Argument(..., help="A saved pipeline directory, or 'default' for the shipped default."),
+    support: Path = typer.Argument(..., help="CoNLL-U file of annotated sentences in the new language."),
+    lang: str = typer.Option(..., help="Language code the adaptor is stored under (docs in it will use it)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Where to save the adapted pipeline."),
+    limit: int = typer.Option(0, help="Use only the first N sentences (0 = all)."),
+):
+    """Few-shot: adapt the pipeline to a new language from a few annotated sentences; save it."""
+    from .corpus import read_docs
+
+    nlp = _load_pipeline(None if pipeline == "default" else Path(pipeline))
+    docs = read_docs(support, nlp.vocab, limit=limit)
+    report = nlp.get_pipe("concept_align").adapt(docs, lang=lang)
+    nlp.to_disk(output)
+    typer.echo(f"adapted to {lang!r} from {len(docs)} sentences in {report['seconds']:.1f} s -> {output}")
+
+
+@app.command()
+def evaluate(
+    pipeline: Optional[Path] = typer.Argument(None, help="A saved pipeline; default: the shipped default."),
+    output: Path = typer.Option(Path("metrics"), "--output", "-o", help="Folder for results.md/.json and plots."),
+    data_dir: Optional[Path] = typer.Option(None, help="UD data directory."),
+    only: List[str] = typer.Option([], "--only", help="Evaluate just these languages or treebanks."),
+    baselines: bool = typer.Option(True, help="Also score the same-encoder baselines."),
+):
+    """Zero-shot UPOS / UAS / LAS on the test split of every language the pipeline was not trained on."""
+    from .evaluation import evaluate as run_evaluation
+    from .evaluation import markdown_table, summary, write_report
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    result = run_evaluation(_load_pipeline(pipeline), data_dir, only or None, baselines)
+    write_report(result, output)
+    typer.echo(markdown_table(dict(result, summary=summary(result))))
+    typer.echo(f"{len(result['rows'])} treebanks in {result['seconds']:.0f} s -> {output}/results.md")
 
 
 @app.command()

@@ -3,6 +3,7 @@
 Reading keeps what the concept space needs (syntactic words, spaces, UPOS, heads, universal relations, sentence
 boundaries) and checks what would silently corrupt a tree (column count, heads, cycles), naming file and line.
 """
+import copy
 import csv
 import os
 import tempfile
@@ -259,7 +260,8 @@ def doc_to_sentences(doc: Doc, originals: Optional[Sequence[UDSentence]] = None)
     for original in originals:
         span = doc[offset : offset + len(original)]
         offset += len(original)
-        result.append(_annotate(original.tokens.copy(), span))
+        # A deep copy: TokenList.copy() shares the token dicts, and _annotate would edit the originals.
+        result.append(_annotate(copy.deepcopy(original.tokens), span))
     if offset != len(doc):
         raise ValueError(f"The Doc has {len(doc)} tokens but its original sentences have {offset} words")
     return result
@@ -304,18 +306,24 @@ def write_conllu(
 # The data directory
 
 def list_treebanks(data_dir: Optional[Path] = None, split: Optional[str] = None) -> List[TreebankFile]:
-    """The files present in a UD data directory, from its MANIFEST.tsv (rows whose file is missing are skipped)."""
+    """The split files in a UD data directory: from its MANIFEST.tsv, or found by name (UD_*/*-ud-*.conllu)."""
     root = ud_dir(data_dir)
     result = []
-    with open(root / "MANIFEST.tsv", encoding="utf-8") as manifest:
-        for row in csv.DictReader(manifest, delimiter="\t"):
-            if row["file"] == "-" or (split and row["split"] != split):
-                continue
-            path = root / row["repo"] / row["file"]
-            if path.exists():
-                result.append(TreebankFile(path, row["lang_code"], row["treebank_code"], row["split"],
-                                           int(row["sentences"]), int(row["words"]), row.get("group", "")))
-    return result
+    if (root / "MANIFEST.tsv").exists():
+        with open(root / "MANIFEST.tsv", encoding="utf-8") as manifest:
+            for row in csv.DictReader(manifest, delimiter="\t"):
+                path = root / row["repo"] / row["file"]
+                if row["file"] != "-" and path.exists():
+                    result.append(TreebankFile(path, row["lang_code"], row["treebank_code"], row["split"],
+                                               int(row["sentences"]), int(row["words"]), row.get("group", "")))
+    else:  # a plain copy of UD (git clones or the release archive): sizes are counted from the files
+        for path in sorted(root.glob("UD_*/*-ud-*.conllu")):
+            lang, treebank = treebank_codes(path)
+            text = path.read_text(encoding="utf-8")
+            words = sum(1 for line in text.splitlines() if line[:1].isdigit() and line.split("\t", 1)[0].isdigit())
+            result.append(TreebankFile(path, lang, treebank, path.stem.rsplit("-", 1)[-1],
+                                       text.count("\n\n"), words))
+    return [tb for tb in result if not split or tb.split == split]
 
 
 def find_treebank(code: str, split: str, data_dir: Optional[Path] = None) -> TreebankFile:

@@ -36,6 +36,7 @@ class ConceptParser(nn.Module):
         self.pos = ConceptAligner(width, pos_hidden, pos_dim, len(UPOS), dropout, token_dropout)
         self.rel = ConceptAligner(width, rel_hidden, rel_dim, len(DEPRELS), dropout, token_dropout)
         self.arcs = BiaffineArcScorer(width, arc_hidden, dropout)
+        self.language_arcs = nn.ModuleDict()  # arc scorers fine-tuned for one language (few-shot)
 
     @property
     def languages(self):
@@ -66,12 +67,8 @@ class ConceptParser(nn.Module):
         if (deprels >= 0).any():
             result["rel"] = ce(self.rel.logits(tensor(features.relation_vectors()), lang), deprels, ignore_index=-1)
         if arcs and (features.heads >= 0).any():
-            words, roots, mask = self._padded(features)
-            gold = torch.zeros(mask.shape, dtype=torch.long)
-            for row, (start, end) in enumerate(self._spans(features)):
-                gold[row, : end - start] = tensor(features.heads[start:end], torch.long)
-            known = mask & (gold >= 0)
-            result["arc"] = self.arcs.loss(self.arcs(words, roots, mask), gold.clamp(min=0), known)
+            arcs = self.arc_scorer(lang)
+            result["arc"] = self.arc_loss(arcs, features)
         return result
 
     @torch.no_grad()
@@ -81,7 +78,7 @@ class ConceptParser(nn.Module):
         self.eval()
         try:
             upos = self.pos.logits(tensor(features.words), lang).argmax(-1).numpy()
-            heads = self.predict_heads(features)
+            heads = self.predict_heads(features, lang)
             rel_logits = self.rel.logits(tensor(features.relation_vectors(heads)), lang)
             is_root = tensor(heads == 0, torch.bool)
             # The root's label is "root"; no other word may take it.
@@ -92,15 +89,28 @@ class ConceptParser(nn.Module):
         return upos, heads, deprels
 
     @torch.no_grad()
-    def predict_heads(self, features: FeatureSet, batch_size: int = 64) -> np.ndarray:
+    def predict_heads(self, features: FeatureSet, lang: Optional[str] = None, batch_size: int = 64) -> np.ndarray:
+        """Heads from the arc scorer (`lang`'s own, if it was adapted), decoded into one tree per sentence."""
+        arcs = self.arc_scorer(lang)
         heads = np.zeros(features.n_words, dtype=np.int64)
         spans = self._spans(features)
         for b in range(0, len(spans), batch_size):
             chunk = features.select(range(b, min(b + batch_size, len(spans))))
             words, roots, mask = self._padded(chunk)
-            for (start, end), tree in zip(spans[b : b + batch_size], decode_batch(self.arcs(words, roots, mask), mask)):
+            for (start, end), tree in zip(spans[b : b + batch_size], decode_batch(arcs(words, roots, mask), mask)):
                 heads[start:end] = tree
         return heads
+
+    def arc_loss(self, arcs: BiaffineArcScorer, features: FeatureSet) -> torch.Tensor:
+        """Head-selection cross-entropy of `arcs` over the words with a known gold head."""
+        words, roots, mask = self._padded(features)
+        gold = torch.zeros(mask.shape, dtype=torch.long)
+        for row, (start, end) in enumerate(self._spans(features)):
+            gold[row, : end - start] = tensor(features.heads[start:end], torch.long)
+        return arcs.loss(arcs(words, roots, mask), gold.clamp(min=0), mask & (gold >= 0))
+
+    def arc_scorer(self, lang: Optional[str] = None) -> BiaffineArcScorer:
+        return self.language_arcs[lang] if lang in self.language_arcs else self.arcs
 
     @staticmethod
     def _spans(features: FeatureSet):

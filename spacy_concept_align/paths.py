@@ -23,9 +23,13 @@ def ud_dir(path: Optional[Path] = None) -> Path:
     candidates = [path, os.environ.get(UD_ENV)]
     candidates += [Path.cwd() / ".." / "shared" / "ud", Path(__file__).resolve().parents[2] / "shared" / "ud"]
     for candidate in candidates:
-        if candidate and (Path(candidate) / "MANIFEST.tsv").exists():
+        if candidate and _is_ud_dir(Path(candidate)):
             return Path(candidate).resolve()
     raise FileNotFoundError(
-        f"No UD data directory found. Pass one explicitly or set ${UD_ENV} to a folder holding UD_* treebanks "
-        "and a MANIFEST.tsv (see the README, 'Data')."
+        f"No UD data directory found. Pass one explicitly or set ${UD_ENV} to a folder holding UD_* treebank "
+        "folders (see the README, 'Data')."
     )
+
+
+def _is_ud_dir(path: Path) -> bool:
+    return (path / "MANIFEST.tsv").exists() or (path.is_dir() and any(path.glob("UD_*/*.conllu")))

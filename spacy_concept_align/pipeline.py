@@ -3,6 +3,7 @@
 The pipe is thin: the frozen encoder (spacy_concept_align.encoders) gives word vectors, the ConceptParser
 (spacy_concept_align.model) turns them into predictions, and this module moves them in and out of Docs.
 """
+import copy
 import json
 import logging
 from itertools import islice
@@ -24,7 +25,7 @@ from spacy.util import registry
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, PyTorchWrapper_v2
 
-from .corpus import LANG_ATTR, ensure_extensions
+from .corpus import LANG_ATTR, ensure_extensions, unannotated
 from .encoders import OFFLINE_NAME, FrozenEncoder
 from .features import FeatureSet
 from .labels import DEPREL_ID, DEPRELS, UPOS, UPOS_ID, to_spacy_dep, universal_deprel
@@ -252,6 +253,25 @@ class ConceptAlign(TrainablePipe):
             self.finish_update(sgd)
         return losses
 
+    def adapt(self, examples: Iterable[Union[Example, Doc]], lang: str, **settings) -> Dict[str, float]:
+        """Few-shot: teach `lang` from a few gold Examples (or annotated Docs); later docs in `lang` use it.
+
+        examples: K annotated sentences (UD UPOS, heads and universal relations). lang (str): language code.
+        settings: fields of spacy_concept_align.adapt.AdaptSettings (steps, lr, refine_prototypes, adapt_arcs, ...).
+        RETURNS (Dict[str, float]): seconds taken and final losses. Raises ValueError (model unchanged) on bad input.
+        """
+        from .adapt import AdaptSettings, adapt_language
+
+        examples = [eg if isinstance(eg, Example) else Example(unannotated(eg), eg) for eg in examples]
+        _check_labels(examples)
+        features = self._gold_features(examples) if examples else None
+        if features is None:
+            raise ValueError("adapt needs at least one non-empty annotated sentence")
+        report = adapt_language(self.net, features, lang, AdaptSettings(**settings))
+        self._warned_langs.discard(lang)
+        logger.info("concept_align: adapted to %r from %d sentences in %.1f s", lang, len(features), report["seconds"])
+        return report
+
     def get_loss(self, examples: Iterable[Example], scores=None) -> Tuple[float, None]:
         """The summed losses of the examples (gradients flow through update, not through this)."""
         with torch.no_grad():
@@ -289,13 +309,16 @@ class ConceptAlign(TrainablePipe):
     # -- serialization: safetensors + JSON, never pickle -----------------------------------------------------
 
     def _state(self) -> Tuple[dict, bytes]:
-        cfg = dict(self.cfg, languages=self.languages, width=self.net.width)
+        cfg = dict(self.cfg, languages=self.languages, arc_languages=sorted(self.net.language_arcs),
+                   width=self.net.width)  # "meta": how it was trained
         state = {k: v.contiguous() for k, v in self.net.state_dict().items()}
         return cfg, save_tensors(state)
 
     def _set_state(self, cfg: dict, weights: bytes) -> None:
         for lang in cfg.get("languages", []):
             self.net.add_language(lang)
+        for lang in cfg.get("arc_languages", []):
+            self.net.language_arcs[lang] = copy.deepcopy(self.net.arcs)
         if cfg.get("width") not in (None, self.net.width):
             raise ValueError(f"Saved weights expect {cfg['width']}-d vectors but the encoder gives {self.net.width}-d")
         saved_encoder = cfg.get("encoder", {})
@@ -303,6 +326,7 @@ class ConceptAlign(TrainablePipe):
             logger.warning("concept_align: weights were trained with encoder %s, now used with %s",
                            saved_encoder, self.cfg["encoder"])
         self.net.load_state_dict(load_tensors(weights), strict=True)
+        self.cfg["meta"] = cfg.get("meta", {})
 
     def load_weights(self, path: Union[str, Path]) -> None:
         """Load a component directory written by to_disk (cfg.json + model.safetensors)."""
@@ -328,6 +352,20 @@ class ConceptAlign(TrainablePipe):
         data = srsly.msgpack_loads(bytes_data)
         self._set_state(json.loads(data["cfg"]), data["weights"])
         return self
+
+
+def _check_labels(examples: Sequence[Example]) -> None:
+    """Adaptation examples must speak UD: 17 UPOS tags, universal relations (subtypes are stripped)."""
+    bad = set()
+    for eg in examples:
+        for token in eg.reference:
+            if token.pos_ and token.pos_ not in UPOS_ID:
+                bad.add(f"POS {token.pos_!r}")
+            if token.dep_ and universal_deprel(token.dep_) not in DEPREL_ID:
+                bad.add(f"relation {token.dep_!r}")
+    if bad:
+        raise ValueError(f"Labels outside the UD inventory: {', '.join(sorted(bad))} (expected UD UPOS and "
+                         "universal relations; `root` or `ROOT` for the root)")
 
 
 def _sentence_spans(doc: Doc) -> List[Span]:

@@ -127,6 +127,14 @@ def validation_score(net: ConceptParser, pools: Dict[str, FeatureSet]) -> Dict[s
     return scores
 
 
+def training_features(langs: dict, encoder: FrozenEncoder, data_dir: Optional[Path] = None, progress: bool = True):
+    """Cached features of the meta-training pools and the validation languages' dev splits."""
+    pools = load_pools(langs["train"], encoder, langs["max_train_sentences"], data_dir, progress=progress)
+    val_pools = load_pools(langs["validation"], encoder, langs["max_validation_sentences"], data_dir,
+                           splits=("dev",), progress=progress)
+    return pools, val_pools
+
+
 def meta_train(config: Config, data_dir: Optional[Path] = None, progress: bool = True) -> Tuple[Language, dict]:
     """Build and meta-train a concept_align pipeline from a meta-training config (see configs/default.cfg).
 
@@ -142,9 +150,7 @@ def meta_train(config: Config, data_dir: Optional[Path] = None, progress: bool =
     net: ConceptParser = pipe.net
     encoder = pipe.encoder
     start = time.perf_counter()
-    pools = load_pools(langs["train"], encoder, langs["max_train_sentences"], data_dir, progress=progress)
-    val_pools = load_pools(langs["validation"], encoder, langs["max_validation_sentences"], data_dir,
-                           splits=("dev",), progress=progress)
+    pools, val_pools = training_features(langs, encoder, data_dir, progress)
     features_seconds = time.perf_counter() - start
 
     sources = [pools[lang] for lang in langs["source"]]
@@ -178,6 +184,7 @@ def meta_train(config: Config, data_dir: Optional[Path] = None, progress: bool =
             best = (scores["score"], {k: v.clone() for k, v in net.state_dict().items()})
     net.load_state_dict(best[1])
     net.eval()
+    pipe.cfg["meta"] = {key: langs[key] for key in ("source", "train", "validation", "max_train_sentences")}
     report = {"features_seconds": features_seconds, "train_seconds": time.perf_counter() - train_start,
               "steps": steps, "best_validation": best[0], "history": history}
     print(f"meta-training: {steps} episodes in {report['train_seconds']:.0f} s "

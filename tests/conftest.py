@@ -7,3 +7,30 @@ def offline_encoder_dir():
     from spacy_concept_align.encoders.offline import build_offline_encoder
 
     return build_offline_encoder()
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory):
+    """A tiny random BERT (3 layers, width 32) with a SentencePiece-style Metaspace tokenizer; built once."""
+    from tiny_models import build_tiny_bert
+
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory):
+    """A tiny random decoder-only GPT-2 (3 layers, width 32) with a byte-level BPE tokenizer; built once."""
+    from tiny_models import build_tiny_gpt2
+
+    return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def ud_file():
+    """Path of one split of a real UD treebank from the shared data directory (MANIFEST.tsv), e.g. ud_file("en_ewt", "dev")."""
+    from spacy_concept_align.corpus import find_treebank
+
+    def get(code: str, split: str):
+        return find_treebank(code, split).path
+
+    return get

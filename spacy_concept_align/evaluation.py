@@ -1,0 +1,212 @@
+"""Zero-shot evaluation: CoNLL 2018 scores per language, beside same-encoder baselines and literature anchors.
+
+Gold tokenization and sentences; every word counts (punctuation included); relations are the 37 universal ones.
+Predictions come from the same ConceptParser.predict that the pipe calls, on cached features.
+"""
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .corpus import TreebankFile, list_treebanks
+from .features import FeatureSet, extract_features
+from .labels import DEPRELS, ROOT_ID, UPOS
+from .model import ConceptParser, _known, tensor
+
+logger = logging.getLogger(__name__)
+
+#: Published figures on matching treebanks (UPOS / UAS / LAS). Other encoders and UD versions: context, not a
+#: like-for-like comparison (../shared/docs/anchors.md sections 3.2-3.3).
+LITERATURE = {
+    "wo_wtb": {"UDify zero-shot (mBERT, UD 2.3 model)": (41.39, 33.23, 11.17),
+               "UDPipe 2 supervised (UD 2.15, gold tok)": (95.08, 86.19, 80.86)},
+    "cy_ccg": {"UDify zero-shot (mBERT, UD 2.3 model)": (68.62, 69.07, 42.59),
+               "UDPipe 2 supervised (UD 2.15, gold tok)": (96.03, 88.54, 82.54)},
+    "pcm_nsc": {"UDify zero-shot (mBERT, UD 2.3 model)": (53.67, 49.47, 33.71),
+                "UDPipe 2 supervised (UD 2.15, gold tok)": (98.15, 93.13, 90.58)},
+    "ga_idt": {"UDPipe 2 supervised (UD 2.15, gold tok)": (96.04, 87.50, 81.97)},
+    "mr_ufal": {"UDPipe 2 supervised (UD 2.15, gold tok)": (87.14, 72.33, 65.29)},
+    "ta_ttb": {"UDPipe 2 supervised (UD 2.15, gold tok)": (89.04, 78.33, 68.98)},
+    "ug_udt": {"UDPipe 2 supervised (UD 2.15, gold tok)": (90.21, 77.35, 66.34)},
+}
+
+
+@dataclass
+class Scores:
+    upos: float
+    uas: float
+    las: float
+    label_acc: float
+    words: int
+
+
+def conll18_scores(gold: FeatureSet, upos: np.ndarray, heads: np.ndarray, deprels: np.ndarray) -> Scores:
+    """CoNLL 2018 accuracies with gold tokenization: every word counts, relations without subtypes."""
+    n = gold.n_words
+    head_ok = heads == gold.heads
+    label_ok = deprels == gold.deprels
+    return Scores(100 * float(np.mean(upos == gold.upos)) if n else 0.0, 100 * float(np.mean(head_ok)) if n else 0.0,
+                  100 * float(np.mean(head_ok & label_ok)) if n else 0.0,
+                  100 * float(np.mean(label_ok)) if n else 0.0, n)
+
+
+class NearestMeans:
+    """Baseline (b): prototypes without meta-training, nearest raw class mean (POS) / relation mean (relations)."""
+
+    name = "prototypes only"
+
+    def __init__(self, net: ConceptParser):
+        self.net = net
+
+    def labels(self, aligner, vectors: np.ndarray) -> np.ndarray:
+        distances = torch.cdist(tensor(vectors), aligner.source_means)
+        return distances.masked_fill(~aligner.valid, float("inf")).argmin(-1).numpy()
+
+    def predict(self, features: FeatureSet):
+        heads = self.net.predict_heads(features)
+        return self.labels(self.net.pos, features.words), heads, _relabel_root(
+            self.labels(self.net.rel, features.relation_vectors(heads)), heads)
+
+
+class LinearProbe:
+    """Baseline (d): multinomial logistic regression on pooled source features (UPOS; relations on head - dep)."""
+
+    name = "linear probe (pooled sources)"
+
+    def __init__(self, net: ConceptParser, train: FeatureSet, weight_decay: float = 1e-3, steps: int = 300):
+        self.net = net
+        self.pos = _fit_linear(train.words, train.upos, len(UPOS), weight_decay, steps)
+        self.rel = _fit_linear(train.relation_vectors(), train.deprels, len(DEPRELS), weight_decay, steps)
+
+    def predict(self, features: FeatureSet):
+        heads = self.net.predict_heads(features)
+        with torch.no_grad():
+            upos = self.pos(tensor(features.words)).argmax(-1).numpy()
+            rels = self.rel(tensor(features.relation_vectors(heads))).argmax(-1).numpy()
+        return upos, heads, _relabel_root(rels, heads)
+
+
+def _fit_linear(x: np.ndarray, y: np.ndarray, n_classes: int, weight_decay: float, steps: int) -> torch.nn.Linear:
+    torch.manual_seed(0)
+    x, y = tensor(x), tensor(y, torch.long)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    layer = torch.nn.Linear(x.shape[1], n_classes)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.01, weight_decay=weight_decay)
+    xs = (x - mean) / std
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(layer(xs), y, ignore_index=-1).backward()
+        optimizer.step()
+    model = torch.nn.Sequential()
+    normalise = torch.nn.Linear(x.shape[1], x.shape[1])
+    with torch.no_grad():
+        normalise.weight.copy_(torch.diag(1 / std))
+        normalise.bias.copy_(-mean / std)
+    return torch.nn.Sequential(normalise, layer).eval()
+
+
+def _relabel_root(rels: np.ndarray, heads: np.ndarray) -> np.ndarray:
+    rels = rels.copy()
+    rels[heads == 0] = ROOT_ID
+    rels[(heads != 0) & (rels == ROOT_ID)] = DEPRELS.index("dep")
+    return rels
+
+
+def target_treebanks(exclude_langs: Sequence[str], data_dir: Optional[Path] = None,
+                     only: Optional[Sequence[str]] = None) -> List[TreebankFile]:
+    """Test files of every language not used in training or validation (or just `only`, by lang or treebank)."""
+    files = [tb for tb in list_treebanks(data_dir, "test") if tb.lang not in set(exclude_langs)]
+    if only:
+        files = [tb for tb in files if tb.lang in only or tb.treebank in only]
+    return sorted(files, key=lambda tb: tb.treebank)
+
+
+def evaluate(nlp, data_dir: Optional[Path] = None, only: Optional[Sequence[str]] = None, baselines: bool = True,
+             progress: bool = True) -> dict:
+    """Per-treebank zero-shot scores of the pipeline (and baselines) on the test splits of unseen languages."""
+    pipe = nlp.get_pipe("concept_align")
+    net, encoder, meta = pipe.net, pipe.encoder, pipe.cfg.get("meta", {})
+    exclude = list(meta.get("train", [])) + list(meta.get("validation", []))
+    systems: Dict[str, object] = {"concept_align (zero-shot)": None}
+    if baselines and meta.get("train"):
+        from .training import load_pools, _concat
+
+        pools = load_pools(meta["source"], encoder, meta.get("max_train_sentences", 500), data_dir, progress=progress)
+        systems[NearestMeans.name] = NearestMeans(net)
+        systems[LinearProbe.name] = LinearProbe(net, _concat(list(pools.values())))
+    rows = []
+    start = time.perf_counter()
+    for tb in target_treebanks(exclude, data_dir, only):
+        features = extract_features(tb.path, encoder, progress=progress)
+        row = {"treebank": tb.treebank, "lang": tb.lang, "group": tb.group, "words": features.n_words}
+        for name, system in systems.items():
+            predicted = net.predict(features) if system is None else system.predict(features)
+            row[name] = asdict(conll18_scores(features, *predicted))
+        rows.append(row)
+        main = row["concept_align (zero-shot)"]
+        logger.info("%s: UPOS %.1f UAS %.1f LAS %.1f", tb.treebank, main["upos"], main["uas"], main["las"])
+    return {"systems": list(systems), "rows": rows, "excluded_languages": exclude,
+            "encoder": pipe.cfg["encoder"], "seconds": time.perf_counter() - start}
+
+
+def summary(result: dict) -> Dict[str, Dict[str, float]]:
+    """Mean and spread (standard deviation across treebanks) of each system's UPOS / UAS / LAS."""
+    out = {}
+    for system in result["systems"]:
+        table = np.array([[row[system][k] for k in ("upos", "uas", "las", "label_acc")] for row in result["rows"]])
+        if len(table):
+            out[system] = {f"mean_{k}": float(v) for k, v in zip(("upos", "uas", "las", "label_acc"), table.mean(0))}
+            out[system].update({f"spread_{k}": float(v) for k, v in zip(("upos", "las"), table[:, [0, 2]].std(0))})
+    return out
+
+
+def markdown_table(result: dict) -> str:
+    systems = result["systems"]
+    head = "| treebank | words | " + " | ".join(f"{s}: UPOS / UAS / LAS" for s in systems) + " | literature (other encoders / UD versions) |"
+    lines = [head, "|" + "---|" * (len(systems) + 3)]
+    for row in result["rows"]:
+        cells = [" / ".join(f"{row[s][k]:.1f}" for k in ("upos", "uas", "las")) for s in systems]
+        lit = "; ".join(f"{name}: {u} / {a} / {l}" for name, (u, a, l) in LITERATURE.get(row["treebank"], {}).items())
+        lines.append(f"| {row['treebank']} | {row['words']} | " + " | ".join(cells) + f" | {lit} |")
+    stats = summary(result)
+    lines.append("| **mean** | | " + " | ".join(
+        f"**{stats[s]['mean_upos']:.1f} / {stats[s]['mean_uas']:.1f} / {stats[s]['mean_las']:.1f}**" for s in systems) + " | |")
+    lines.append("| spread (std of UPOS / LAS across treebanks) | | " + " | ".join(
+        f"{stats[s]['spread_upos']:.1f} / {stats[s]['spread_las']:.1f}" for s in systems) + " | |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(result: dict, output: Path) -> None:
+    """results.json, results.md and a per-language bar chart (PNG, when matplotlib is installed)."""
+    output.mkdir(parents=True, exist_ok=True)
+    result = dict(result, summary=summary(result))
+    (output / "results.json").write_text(json.dumps(result, indent=2))
+    (output / "results.md").write_text(markdown_table(result))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        logger.warning("matplotlib is not installed: no plots (pip install spacy-concept-align[plots])")
+        return
+    rows, systems = result["rows"], result["systems"]
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.45 * len(rows)), 7), sharex=True)
+    x = np.arange(len(rows))
+    width = 0.8 / len(systems)
+    for ax, metric in zip(axes, ("upos", "las")):
+        for i, system in enumerate(systems):
+            ax.bar(x + i * width, [row[system][metric] for row in rows], width, label=system)
+        ax.set_ylabel(f"{metric.upper()} (%)")
+        ax.set_ylim(0, 100)
+    axes[0].legend(fontsize=8)
+    axes[0].set_title("Zero-shot, unseen languages (test splits, gold tokenization)")
+    axes[1].set_xticks(x + 0.4 - width / 2, [row["treebank"] for row in rows], rotation=70, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(output / "per_language.png", dpi=110)
+    plt.close(fig)

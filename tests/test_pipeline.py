@@ -1,0 +1,385 @@
+"""The concept_align component with a tiny random BERT: overfitting, IO, initialize checks, trees, languages, registry."""
+import importlib.metadata
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import spacy
+import torch
+from spacy import displacy
+from spacy.tokens import Doc
+from spacy.training import Example
+from spacy.util import registry
+
+from spacy_concept_align.corpus import LANG_ATTR, read_docs, unannotated
+from spacy_concept_align.labels import UPOS
+from spacy_concept_align.pipeline import make_concept_scorer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _config(tiny_dir, **extra):
+    cfg = {"init_weights": None, "min_count": 1, "model": {"encoder": {"name": str(tiny_dir), "layer": 2}, "dropout": 0.0}}
+    cfg.update(extra)
+    return cfg
+
+
+def _blank(tiny_dir, before=(), nlp_lang="en", **extra):
+    nlp = spacy.blank(nlp_lang)
+    for name in before:
+        nlp.add_pipe(name)
+    nlp.add_pipe("concept_align", config=_config(tiny_dir, **extra))
+    return nlp
+
+
+def _predictions(docs):
+    return [[(t.text, t.pos_, t.head.i, t.dep_) for t in doc] for doc in docs]
+
+
+@pytest.fixture(scope="module")
+def train_examples(ud_file):
+    vocab = spacy.blank("en").vocab
+    gold = read_docs(ud_file("en_ewt", "dev"), vocab, n_sents=2, limit=8)
+    return [Example(unannotated(doc), doc) for doc in gold]
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_bert_dir, train_examples):
+    """An nlp whose component has overfit 8 real en_ewt sentences, and its scores on them."""
+    spacy.util.fix_random_seed(0)
+    torch.manual_seed(0)
+    nlp = _blank(tiny_bert_dir)
+    nlp.initialize(get_examples=lambda: train_examples)
+    optimizer = nlp.create_optimizer()
+    losses = []
+    for _ in range(150):
+        losses.append(nlp.update(train_examples, sgd=optimizer)["concept_align"])
+    return nlp, nlp.evaluate(train_examples), losses
+
+
+def _clone(trained_nlp, tiny_dir, before=(), **extra):
+    """A new nlp with the trained component's weights (so tests can change it without touching the shared one)."""
+    nlp = _blank(tiny_dir, before=before, **extra)
+    nlp.get_pipe("concept_align").from_bytes(trained_nlp.get_pipe("concept_align").to_bytes())
+    return nlp
+
+
+TEXTS = ["The cat sat on the mat.", "Where is the nearest train station?", "Bonjour tout le monde.",
+         "I said: no, thanks! Then I left."]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Overfitting
+
+def test_overfit_real_sentences(trained, train_examples):
+    nlp, scores, losses = trained
+    assert sum(len(list(eg.reference.sents)) for eg in train_examples) == 8
+    assert losses[-1] < losses[0] / 20
+    assert scores["pos_acc"] > 0.9 and scores["dep_las"] > 0.9 and scores["dep_uas"] >= scores["dep_las"]
+    predicted = list(nlp.pipe(unannotated(eg.reference) for eg in train_examples))
+    gold_pos = [t.pos_ for eg in train_examples for t in eg.reference]
+    got_pos = [t.pos_ for doc in predicted for t in doc]
+    assert np.mean([a == b for a, b in zip(gold_pos, got_pos)]) == pytest.approx(scores["pos_acc"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# IO
+
+def test_to_disk_and_spacy_load(trained, tmp_path):
+    nlp = trained[0]
+    nlp.to_disk(tmp_path / "model")
+    loaded = spacy.load(tmp_path / "model")
+    assert _predictions(loaded.pipe(TEXTS)) == _predictions(nlp.pipe(TEXTS))
+    # Safetensors + JSON only: no pickle anywhere in the component's folder.
+    component = tmp_path / "model" / "concept_align"
+    assert sorted(p.name for p in component.iterdir()) == ["cfg.json", "model.safetensors"]
+    json.loads((component / "cfg.json").read_text())
+    for path in (tmp_path / "model").rglob("*"):
+        if path.is_file():
+            assert not path.read_bytes()[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"), path
+            assert path.suffix not in (".pkl", ".pickle", ".bin", ".pt")
+
+
+def test_to_bytes_and_from_bytes(trained, tiny_bert_dir):
+    nlp = trained[0]
+    fresh = _blank(tiny_bert_dir)
+    fresh.get_pipe("concept_align").from_bytes(nlp.get_pipe("concept_align").to_bytes())
+    assert _predictions(fresh.pipe(TEXTS)) == _predictions(nlp.pipe(TEXTS))
+    whole = spacy.blank("en")
+    whole.add_pipe("concept_align", config=_config(tiny_bert_dir))
+    whole.from_bytes(nlp.to_bytes())
+    assert _predictions(whole.pipe(TEXTS)) == _predictions(nlp.pipe(TEXTS))
+
+
+def test_reload_in_a_new_process(trained, tmp_path):
+    nlp = trained[0]
+    nlp.to_disk(tmp_path / "model")
+    script = (
+        "import json, sys, spacy\n"
+        "nlp = spacy.load(sys.argv[1])\n"
+        "texts = json.loads(sys.argv[2])\n"
+        "print(json.dumps([[(t.text, t.pos_, t.head.i, t.dep_) for t in doc] for doc in nlp.pipe(texts)]))\n"
+    )
+    # No import of spacy_concept_align in the script: the factory is found through the entry points.
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model"), json.dumps(TEXTS)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = [[tuple(t) for t in doc] for doc in json.loads(result.stdout.strip().splitlines()[-1])]
+    assert got == _predictions(nlp.pipe(TEXTS))
+
+
+def test_initialized_weights_come_back_exactly(trained, tiny_bert_dir):
+    pipe = trained[0].get_pipe("concept_align")
+    clone = _clone(trained[0], tiny_bert_dir).get_pipe("concept_align")
+    original, copied = pipe.net.state_dict(), clone.net.state_dict()
+    assert original.keys() == copied.keys()
+    for key in original:
+        assert torch.equal(original[key], copied[key]), key
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# initialize and predict checks
+
+def test_initialize_without_examples(tiny_bert_dir):
+    nlp = _blank(tiny_bert_dir)
+    with pytest.raises((TypeError, ValueError), match="(?i)example|POS|annotation"):
+        nlp.initialize()
+    pipe = nlp.get_pipe("concept_align")
+    for bad in (lambda: None, lambda: []):
+        with pytest.raises(TypeError, match="Example"):
+            pipe.initialize(bad)
+    with pytest.raises(TypeError, match="Example"):
+        pipe.initialize(lambda: [nlp.make_doc("not an example")])
+
+
+def test_initialize_with_examples_lacking_annotation(tiny_bert_dir, train_examples):
+    nlp = _blank(tiny_bert_dir)
+    bare = [Example(unannotated(eg.reference), unannotated(eg.reference)) for eg in train_examples]
+    with pytest.raises(ValueError, match="POS and dependency"):
+        nlp.initialize(get_examples=lambda: bare)
+    pos_only = []
+    for eg in train_examples:
+        ref = unannotated(eg.reference)
+        for token, gold in zip(ref, eg.reference):
+            token.pos_ = gold.pos_
+        pos_only.append(Example(unannotated(ref), ref))
+    with pytest.raises(ValueError, match="heads"):
+        nlp.initialize(get_examples=lambda: pos_only)
+    assert not nlp.get_pipe("concept_align").is_initialized
+
+
+def test_predict_before_initialize(tiny_bert_dir):
+    nlp = _blank(tiny_bert_dir)
+    with pytest.raises(ValueError, match="no prototypes yet"):
+        nlp("The cat sat.")
+
+
+def test_missing_weights_path_warns_and_stays_untrained(tiny_bert_dir, tmp_path, caplog):
+    nlp = _blank(tiny_bert_dir, init_weights=str(tmp_path / "nothing"))
+    assert not nlp.get_pipe("concept_align").is_initialized
+    assert "no trained weights" in caplog.text
+
+
+def test_init_weights_from_a_saved_component(trained, tiny_bert_dir, tmp_path):
+    trained[0].get_pipe("concept_align").to_disk(tmp_path / "component")
+    nlp = _blank(tiny_bert_dir, init_weights=str(tmp_path / "component"))
+    assert _predictions(nlp.pipe(TEXTS)) == _predictions(trained[0].pipe(TEXTS))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Prediction
+
+def test_pipe_equals_call(trained):
+    nlp = trained[0]
+    texts = TEXTS * 3
+    assert _predictions(nlp.pipe(texts, batch_size=2)) == _predictions(nlp(text) for text in texts)
+    pipe = nlp.get_pipe("concept_align")
+    docs = [nlp.make_doc(t) for t in texts]
+    assert _predictions(pipe.pipe([nlp.make_doc(t) for t in texts], batch_size=5)) == _predictions(pipe(d) for d in docs)
+
+
+def _assert_trees(doc):
+    for sent in doc.sents:
+        roots = [t for t in sent if t.head.i == t.i]
+        assert len(roots) == 1, sent.text
+        assert roots[0].dep_ == "ROOT"
+        for token in sent:
+            assert sent.start <= token.head.i < sent.end
+            assert token.pos_ in UPOS
+            assert token.dep_ and (token.dep_ != "ROOT" or token is roots[0])
+            node, steps = token, 0
+            while node.head.i != node.i:
+                node, steps = node.head, steps + 1
+                assert steps <= len(sent), "cycle"
+            assert node == roots[0]
+
+
+SCRIPTS = [("en_ewt", "dev"), ("ja_gsd", "dev"), ("ar_pud", "test"), ("hi_pud", "test"), ("ko_kaist", "dev"),
+           ("zh_gsdsimp", "dev"), ("am_att", "test"), ("ta_ttb", "dev"), ("wo_wtb", "dev"), ("he_htb", "dev"),
+           ("el_gdt", "dev"), ("ru_pud", "test"), ("ug_udt", "dev"), ("vi_vtb", "dev")]
+
+
+def test_every_sentence_is_a_tree_in_many_scripts(trained, ud_file):
+    nlp = trained[0]
+    for code, split in SCRIPTS:
+        gold = read_docs(ud_file(code, split), nlp.vocab, n_sents=5, limit=20)
+        inputs = [unannotated(doc) for doc in gold]
+        for source, doc in zip(gold, nlp.pipe(inputs)):
+            assert [s.start for s in doc.sents] == [s.start for s in source.sents], code  # boundaries are kept
+            assert [t.text for t in doc] == [t.text for t in source]
+            _assert_trees(doc)
+
+
+def test_raw_text_without_and_with_sentence_boundaries(trained, tiny_bert_dir):
+    text = "This is the first sentence. Here is another one! And a third, with a comma."
+    doc = trained[0](text)
+    assert len(list(doc.sents)) == 1  # no boundaries: one tree over the whole doc
+    _assert_trees(doc)
+    with_sentencizer = _clone(trained[0], tiny_bert_dir, before=("sentencizer",))
+    expected = [s.start for s in with_sentencizer.get_pipe("sentencizer")(with_sentencizer.make_doc(text)).sents]
+    assert len(expected) == 3
+    doc = with_sentencizer(text)
+    assert [s.start for s in doc.sents] == expected
+    _assert_trees(doc)
+
+
+def test_overwrite_false_keeps_existing_pos(trained, tiny_bert_dir):
+    def doc_with_intj(nlp):
+        doc = nlp.make_doc("The cat sat on the mat .")
+        for token in doc[:3]:
+            token.pos_ = "INTJ"
+        return doc
+
+    keep = _clone(trained[0], tiny_bert_dir, overwrite=False).get_pipe("concept_align")
+    replace = _clone(trained[0], tiny_bert_dir, overwrite=True).get_pipe("concept_align")
+    kept = keep(doc_with_intj(trained[0]))
+    replaced = replace(doc_with_intj(trained[0]))
+    assert [t.pos_ for t in kept[:3]] == ["INTJ"] * 3
+    assert [t.pos_ for t in replaced[:3]] != ["INTJ"] * 3
+    assert [t.pos_ for t in kept[3:]] == [t.pos_ for t in replaced[3:]]  # tokens without POS are tagged
+    _assert_trees(kept)
+    # An existing parse is kept too.
+    parsed = Doc(trained[0].vocab, words=["a", "b", "c"], heads=[2, 2, 2], deps=["dep", "dep", "ROOT"])
+    keep(parsed)
+    assert [t.head.i for t in parsed] == [2, 2, 2] and [t.dep_ for t in parsed] == ["dep", "dep", "ROOT"]
+    assert all(t.pos_ in UPOS for t in parsed)
+
+
+def test_empty_and_one_token_docs(trained):
+    nlp = trained[0]
+    assert len(nlp("")) == 0
+    one = nlp("Hello")
+    assert len(one) == 1 and one[0].head.i == 0 and one[0].dep_ == "ROOT" and one[0].pos_ in UPOS
+    docs = list(nlp.pipe(["", "Hello", "", "Two words"]))
+    assert [len(d) for d in docs] == [0, 1, 0, 2]
+    _assert_trees(docs[3])
+    assert _predictions(docs) == _predictions(nlp(t) for t in ["", "Hello", "", "Two words"])
+
+
+def test_displacy_renders_the_parse(trained):
+    doc = trained[0]("The cat sat on the mat.")
+    svg = displacy.render(doc, style="dep", jupyter=False)
+    assert svg.lstrip().startswith("<svg")
+    for token in doc:
+        assert f">{token.text}</tspan>" in svg
+    assert any(t.dep_ != "ROOT" and f">{t.dep_}</textPath>" in svg for t in doc)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scoring
+
+def test_scorer_counts_punctuation_and_ignores_subtypes():
+    vocab = spacy.blank("en").vocab
+    words = ["She", "was", "seen", "today", "."]
+    gold = Doc(vocab, words=words, pos=["PRON", "AUX", "VERB", "NOUN", "PUNCT"], heads=[2, 2, 2, 2, 2],
+               deps=["nsubj:pass", "aux:pass", "ROOT", "obl:tmod", "punct"])
+    # Subtypes stripped and "root" in lower case match the gold; the punctuation is attached to the wrong head,
+    # and one POS is wrong.
+    pred = Doc(vocab, words=words, pos=["PRON", "AUX", "VERB", "ADV", "PUNCT"], heads=[2, 2, 2, 2, 3],
+               deps=["nsubj", "aux", "root", "obl", "punct"])
+    scores = make_concept_scorer()([Example(pred, gold)])
+    assert scores["pos_acc"] == pytest.approx(0.8)
+    assert scores["dep_uas"] == pytest.approx(0.8)  # 4 of 5: punctuation counts
+    assert scores["dep_las"] == pytest.approx(0.8)
+    assert scores["dep_las_per_type"]["nsubj"]["f"] == pytest.approx(1.0)
+    assert scores["dep_las_per_type"]["punct"]["f"] == pytest.approx(0.0)
+    # The registered scorer is this one.
+    assert registry.scorers.get("spacy-concept-align.scorer.v1") is make_concept_scorer
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Registry and entry points
+
+ENTRY_POINTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]
+REGISTRY_OF_GROUP = {"spacy_factories": "factories", "spacy_architectures": "architectures",
+                     "spacy_readers": "readers", "spacy_scorers": "scorers"}
+NAMES = [(group, name, value) for group, entries in ENTRY_POINTS.items() if group in REGISTRY_OF_GROUP
+         for name, value in entries.items()]
+
+
+def test_entry_point_groups_are_all_covered():
+    assert set(ENTRY_POINTS) - {"console_scripts"} <= set(REGISTRY_OF_GROUP)
+    assert len(NAMES) >= 5
+
+
+@pytest.mark.parametrize("group,name,value", NAMES, ids=[n for _, n, _ in NAMES])
+def test_registry_lookups(group, name, value):
+    installed = {ep.name: ep for ep in importlib.metadata.entry_points(group=group)}
+    assert name in installed and installed[name].value == value
+    loaded = installed[name].load()
+    found = getattr(registry, REGISTRY_OF_GROUP[group]).get(name)
+    assert callable(found) and found is loaded
+    if group == "spacy_factories":
+        assert spacy.language.Language.has_factory(name)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Languages and adaptors
+
+@pytest.fixture
+def with_wolof(trained, tiny_bert_dir):
+    """A clone whose component has a (perturbed, so it matters) Wolof adaptor."""
+    nlp = _clone(trained[0], tiny_bert_dir)
+    pipe = nlp.get_pipe("concept_align")
+    pipe.net.add_language("wo")
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for aligner in (pipe.net.pos, pipe.net.rel):
+            adaptor = aligner.adaptors["wo"]
+            adaptor.weight.copy_(torch.randn(adaptor.weight.shape, generator=generator) * 2)
+    return nlp
+
+
+def test_language_picks_the_adaptor(with_wolof, tiny_bert_dir, ud_file):
+    pipe = with_wolof.get_pipe("concept_align")
+    assert pipe.languages == ["wo"]
+    gold = read_docs(ud_file("wo_wtb", "dev"), with_wolof.vocab, n_sents=5, limit=10)
+
+    def run(doc_lang, call_lang=None, component=pipe):
+        docs = []
+        for g in gold:
+            doc = unannotated(g)
+            doc._.set(LANG_ATTR, doc_lang)
+            docs.append(component(doc, lang=call_lang) if call_lang else component(doc))
+        return _predictions(docs)
+
+    zero_shot = run(None)
+    wolof = run("wo")
+    assert wolof != zero_shot  # the adaptor is used
+    assert run("qq") == zero_shot  # unknown language: zero-shot
+    assert run(None, call_lang="wo") == wolof  # per-call override
+    assert run("wo", call_lang="qq") == zero_shot  # the override wins, and is unknown
+    assert _predictions(pipe.pipe([unannotated(g) for g in gold], lang="wo")) == wolof
+    # The component's own language, used when the doc names none (the adaptor survives to_bytes/from_bytes).
+    component_wo = _blank(tiny_bert_dir, lang="wo").get_pipe("concept_align")
+    component_wo.from_bytes(pipe.to_bytes())
+    assert component_wo.languages == ["wo"]
+    assert run(None, component=component_wo) == wolof
+    assert run("qq", component=component_wo) == zero_shot  # the doc's language comes first
+    # read_docs sets the doc language from the file name: Wolof docs use the adaptor by default.
+    assert [g._.get(LANG_ATTR) for g in gold] == ["wo", "wo"]
+    assert _predictions(pipe(unannotated(g)) for g in gold) == wolof
