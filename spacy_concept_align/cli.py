@@ -175,6 +175,55 @@ def evaluate(
 
 
 @app.command()
+def curve(
+    pipeline: Optional[Path] = typer.Argument(None, help="A saved pipeline; default: the shipped default."),
+    output: Path = typer.Option(Path("metrics/fewshot"), "--output", "-o", help="Folder for the table, JSON, plot."),
+    data_dir: Optional[Path] = typer.Option(None, help="UD data directory."),
+    only: List[str] = typer.Option([], "--only", help="Just these languages or treebanks."),
+    ks: str = typer.Option("0,5,10,20,50", help="Support sizes K."),
+    seeds: str = typer.Option("0,1,2", help="Seeds (support samples) per K."),
+):
+    """Few-shot learning curve: UPOS / UAS / LAS after adapting on K sentences, beside same-K baselines."""
+    from .learning_curve import curve_table, learning_curve, write_curve
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    result = learning_curve(_load_pipeline(pipeline), [int(k) for k in ks.split(",")],
+                            [int(s) for s in seeds.split(",")], only or None, data_dir)
+    write_curve(result, output)
+    typer.echo(curve_table(result))
+    typer.echo(f"{len(result['rows'])} runs in {result['seconds']:.0f} s -> {output}")
+
+
+@app.command()
+def analyze(
+    pipeline: Optional[Path] = typer.Option(None, help="A trained pipeline: adds the 'after the aligner' view."),
+    output: Path = typer.Option(Path("analysis"), "--output", "-o", help="Folder for heatmaps, curves, tables."),
+    data_dir: Optional[Path] = typer.Option(None, help="UD data directory."),
+    encoder: str = typer.Option("offline:multilingual-e5-small", help="Encoder: hub name, directory or offline default."),
+    langs: str = typer.Option("", help="Comma-separated languages (default: every language in the data dir)."),
+    source: str = typer.Option("en", help="Comma-separated source languages (their pooled prototypes)."),
+    layers: str = typer.Option("2,4,6,8,10,12", help="Layers to compare."),
+    layer: int = typer.Option(6, help="The default layer (tables, heatmaps, correlation with accuracy)."),
+    max_sentences: int = typer.Option(150, help="Sentences per language."),
+    min_count: int = typer.Option(10, help="A concept needs this many occurrences in a language."),
+    eval_results: Optional[Path] = typer.Option(None, help="results.json of `evaluate`, to correlate with accuracy."),
+):
+    """How alignable the languages' concept spaces are (RSA, Procrustes), over layers, before/after the aligner."""
+    import spacy
+
+    from .analysis import alignability_study
+    from .corpus import list_treebanks
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    lang_list = [x for x in langs.split(",") if x] or sorted({tb.lang for tb in list_treebanks(data_dir)})
+    nlp = spacy.load(pipeline) if pipeline else None
+    result = alignability_study(encoder, lang_list, source.split(","), [int(x) for x in layers.split(",")], layer,
+                                output, pipeline=nlp, data_dir=data_dir, max_sentences=max_sentences,
+                                min_count=min_count, eval_results=eval_results if eval_results and eval_results.exists() else None)
+    typer.echo((output / "alignability.md").read_text() if (output / "alignability.md").exists() else result)
+
+
+@app.command()
 def demo(
     pipeline: Optional[Path] = typer.Option(None, help="A saved pipeline; default: the shipped default."),
     samples: Path = typer.Option(SAMPLES, help="TSV of sample sentences (lang, language, ..., text)."),

@@ -3,7 +3,6 @@
 Reading keeps what the concept space needs (syntactic words, spaces, UPOS, heads, universal relations, sentence
 boundaries) and checks what would silently corrupt a tree (column count, heads, cycles), naming file and line.
 """
-import copy
 import csv
 import os
 import tempfile
@@ -48,7 +47,7 @@ class UDSentence:
     upos: List[str]
     heads: List[int]  # CoNLL-U convention: 0 = root, k = word k (1-based)
     deprels: List[str]  # universal relations, subtypes stripped
-    tokens: conllu.TokenList = field(repr=False)  # the original lines, for writing back the same tokenization
+    lines: List[str] = field(repr=False)  # the original lines, for writing back the same tokenization
     line: int = 0  # line of the sentence's first line in its file
 
     def __len__(self) -> int:
@@ -124,10 +123,10 @@ def _parse_block(path: Path, start: int, lines: List[str]) -> UDSentence:
         tokens = conllu.parse_token_and_metadata("\n".join(lines) + "\n")
     except conllu.exceptions.ParseException as err:
         raise CoNLLUError(path, start, str(err)) from err
-    return _sentence(path, start, tokens, word_lines)
+    return _sentence(path, start, tokens, word_lines, lines)
 
 
-def _sentence(path: Path, start: int, tokens: conllu.TokenList, word_lines: List[int]) -> UDSentence:
+def _sentence(path: Path, start: int, tokens: conllu.TokenList, word_lines: List[int], lines: List[str]) -> UDSentence:
     words, spaces, upos, heads, deprels = [], [], [], [], []
     mwt_end, mwt_space = 0, True
     for token in tokens:
@@ -154,7 +153,7 @@ def _sentence(path: Path, start: int, tokens: conllu.TokenList, word_lines: List
             raise CoNLLUError(path, word_lines[i], f"word {i + 1} is its own head")
     _check_acyclic(path, heads, word_lines)
     deprels = [rel if rel in DEPREL_ID else "dep" for rel in deprels]
-    return UDSentence(words, spaces, upos, heads, deprels, tokens, start)
+    return UDSentence(words, spaces, upos, heads, deprels, lines, start)
 
 
 def _space_after(token: conllu.Token) -> bool:
@@ -239,32 +238,45 @@ def create_ud_corpus_reader(path: Path, n_sents: int = 10, limit: int = 0) -> Ca
 # ---------------------------------------------------------------------------------------------------------------
 # Writing
 
-def doc_to_sentences(doc: Doc, originals: Optional[Sequence[UDSentence]] = None) -> List[conllu.TokenList]:
-    """CoNLL-U sentences for a Doc's predictions.
+def doc_to_conllu(doc: Doc, originals: Optional[Sequence[UDSentence]] = None) -> List[str]:
+    """CoNLL-U sentence blocks (each ending in a blank line) for a Doc's predictions.
 
-    With `originals` (the sentences the Doc was read from), their lines are kept and only UPOS, HEAD and DEPREL
-    are replaced, so the file's own tokenization (multiword tokens, comments, features) survives.
+    With `originals` (the sentences the Doc was read from), their lines are kept byte for byte and only UPOS, HEAD
+    and DEPREL (and DEPS, set to "_") of word lines are replaced, so the file's own tokenization (multiword tokens,
+    empty nodes), comments and features survive.
     """
-    result = []
     if originals is None:
+        blocks = []
         for sent in _sentences(doc):
             tokens = conllu.TokenList([], metadata={"text": sent.text})
             for i, token in enumerate(sent, start=1):
                 misc = None if token.whitespace_ or token.i == len(doc) - 1 else {"SpaceAfter": "No"}
                 tokens.append(conllu.Token(id=i, form=token.text, lemma="_", upos="_", xpos="_", feats=None,
                                            head=None, deprel="_", deps=None, misc=misc))
-            _annotate(tokens, sent)
-            result.append(tokens)
-        return result
-    offset = 0
+            blocks.append(_annotate(tokens, sent).serialize())
+        return blocks
+    n_words = sum(map(len, originals))
+    if n_words != len(doc):
+        raise ValueError(f"The Doc has {len(doc)} tokens but its original sentences have {n_words} words")
+    blocks, offset = [], 0
+    has_dep = doc.has_annotation("DEP")
     for original in originals:
         span = doc[offset : offset + len(original)]
         offset += len(original)
-        # A deep copy: TokenList.copy() shares the token dicts, and _annotate would edit the originals.
-        result.append(_annotate(copy.deepcopy(original.tokens), span))
-    if offset != len(doc):
-        raise ValueError(f"The Doc has {len(doc)} tokens but its original sentences have {offset} words")
-    return result
+        words = iter(span)
+        out = []
+        for line in original.lines:
+            columns = line.split("\t")
+            if not line.startswith("#") and columns[0].isdigit():
+                token = next(words)
+                columns[3] = token.pos_ or "_"
+                if has_dep:
+                    columns[6] = str(0 if token.head.i == token.i else token.head.i - span.start + 1)
+                    columns[7] = universal_deprel(token.dep_) if token.dep_ else "dep"
+                columns[8] = "_"
+            out.append("\t".join(columns))
+        blocks.append("\n".join(out) + "\n\n")
+    return blocks
 
 
 def _sentences(doc: Doc):
@@ -272,14 +284,12 @@ def _sentences(doc: Doc):
 
 
 def _annotate(tokens: conllu.TokenList, span) -> conllu.TokenList:
-    words = [t for t in tokens if isinstance(t["id"], int)]
     has_dep = span.doc.has_annotation("DEP")
-    for token, word in zip(span, words):
+    for token, word in zip(span, tokens):
         word["upos"] = token.pos_ or "_"
         if has_dep:
             word["head"] = 0 if token.head.i == token.i else token.head.i - span.start + 1
             word["deprel"] = universal_deprel(token.dep_) if token.dep_ else "dep"
-        word["deps"] = None
     return tokens
 
 
@@ -290,7 +300,7 @@ def write_conllu(
     path = Path(path)
     chunks = []
     for i, doc in enumerate(docs):
-        chunks += [s.serialize() for s in doc_to_sentences(doc, originals[i] if originals else None)]
+        chunks += doc_to_conllu(doc, originals[i] if originals else None)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -287,6 +287,8 @@ class ConceptAlign(TrainablePipe):
                 continue
             pos = eg.get_aligned("POS", as_string=True)
             heads, deps = eg.get_aligned_parse(projectivize=False)
+            if not eg.reference.has_annotation("DEP"):  # no parse: spaCy reports every head as the word itself
+                heads = [None] * len(heads)
             sents = _sentence_spans(eg.reference) if len(eg.reference) == len(doc) else _sentence_spans(doc)
             for sent in sents:
                 span = doc[sent.start : sent.end]

@@ -34,3 +34,15 @@ def ud_file():
         return find_treebank(code, split).path
 
     return get
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One torch thread for the module (restored after): tiny models run many times faster on a busy 2-core machine,
+    where two intra-op threads per process fight the other processes for the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -297,3 +297,27 @@ def test_study_tiny_gpt2_with_pipeline_and_eval(tiny_gpt2_dir, tmp_path, monkeyp
     assert pair["n"] == 3 and pair["y"] == [40.0, 60.0, 50.0]
     assert pair["pearson"] is None or -1 <= pair["pearson"] <= 1
     assert "rel_procrustes_after_vs_las" in corr["pairs"]
+
+
+def test_procrustes_equals_scipy():
+    from scipy.spatial import procrustes
+
+    rng = np.random.default_rng(8)
+    for rows, width in ((3, 2), (5, 40), (17, 96), (37, 64)):
+        a, b = rng.normal(size=(rows, width)), rng.normal(size=(rows, width))
+        b[:, 0] += a[:, 0]  # some shared structure, not only noise
+        assert procrustes_disparity(a, b) == pytest.approx(procrustes(a, b)[2], abs=1e-7)
+    a = rng.normal(size=(6, 30))
+    assert procrustes_disparity(a, b[:6]) == pytest.approx(procrustes(np.pad(a, ((0, 0), (0, 34))), b[:6])[2], abs=1e-7)
+
+
+@pytest.mark.slow
+def test_study_real_encoder_is_alignable(offline_encoder_dir, tmp_path, monkeypatch):
+    """multilingual-e5-small, layer 6: POS concepts of Welsh and Wolof resemble the English ones far above chance."""
+    monkeypatch.setenv("SPACY_CONCEPT_ALIGN_CACHE", str(tmp_path / "cache"))  # after the fixture built the encoder
+    result = alignability_study(str(offline_encoder_dir), ["cy", "wo"], ["en"], [6], 6, tmp_path / "study",
+                                max_sentences=30, min_count=5, progress=False)
+    for lang in ("cy", "wo"):
+        pos = result["per_language"][lang]["pos"]["before"]
+        assert pos["n_concepts"] >= 8
+        assert pos["rsa"] > 0.3 and pos["procrustes"] < 0.7

@@ -7,6 +7,8 @@ from spacy_concept_align.corpus import read_conllu
 from spacy_concept_align.encoders import FrozenEncoder
 from spacy_concept_align.encoders.frozen import _BARE_SPACE, _window_starts
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 # Words that the tiny BERT's tokenizer keeps as one piece ("▁sa", "▁ta", ...): windows in pieces = windows in words.
 SINGLE_PIECE = ["sa", "ta"]
 
@@ -227,3 +229,16 @@ def test_offline_encoder_first_pooling_never_picks_a_bare_space(offline_encoder_
     assert tokens_with_bare > 0  # the rule was actually needed for these sentences
     for words, (vectors, root) in zip(sentences, encoder(sentences)):
         assert vectors.shape == (len(words), 384) and np.isfinite(vectors).all()
+
+
+@pytest.mark.slow
+def test_offline_encoder_words_the_tokenizer_drops(offline_encoder_dir):
+    """XLM-R's tokenizer drops a lone DEL ("\\x7f") entirely; the word still gets a vector (from the unknown piece)."""
+    encoder = FrozenEncoder(str(offline_encoder_dir), 6)
+    tok = encoder.tokenizer
+    words = ["a", "\x7f", "\u200b", "  ", "b"]
+    assert 1 not in tok(words, is_split_into_words=True, add_special_tokens=False).word_ids()
+    ids, chosen = encoder._pieces(words)
+    assert len(chosen) == len(words) and all(chosen)
+    (vectors, root), = encoder([words])
+    assert vectors.shape == (5, 384) and np.isfinite(vectors).all()

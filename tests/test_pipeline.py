@@ -19,6 +19,8 @@ from spacy_concept_align.corpus import LANG_ATTR, read_docs, unannotated
 from spacy_concept_align.labels import UPOS
 from spacy_concept_align.pipeline import make_concept_scorer
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,7 +50,7 @@ def train_examples(ud_file):
 
 
 @pytest.fixture(scope="module")
-def trained(tiny_bert_dir, train_examples):
+def trained(torch_one_thread, tiny_bert_dir, train_examples):
     """An nlp whose component has overfit 8 real en_ewt sentences, and its scores on them."""
     spacy.util.fix_random_seed(0)
     torch.manual_seed(0)
@@ -79,6 +81,7 @@ def test_overfit_real_sentences(trained, train_examples):
     nlp, scores, losses = trained
     assert sum(len(list(eg.reference.sents)) for eg in train_examples) == 8
     assert losses[-1] < losses[0] / 20
+    print("overfit scores:", {k: scores[k] for k in ("pos_acc", "dep_uas", "dep_las")})
     assert scores["pos_acc"] > 0.9 and scores["dep_las"] > 0.9 and scores["dep_uas"] >= scores["dep_las"]
     predicted = list(nlp.pipe(unannotated(eg.reference) for eg in train_examples))
     gold_pos = [t.pos_ for eg in train_examples for t in eg.reference]
@@ -101,7 +104,7 @@ def test_to_disk_and_spacy_load(trained, tmp_path):
     for path in (tmp_path / "model").rglob("*"):
         if path.is_file():
             assert not path.read_bytes()[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"), path
-            assert path.suffix not in (".pkl", ".pickle", ".bin", ".pt")
+            assert path.suffix not in (".pkl", ".pickle", ".pt")
 
 
 def test_to_bytes_and_from_bytes(trained, tiny_bert_dir):
@@ -146,7 +149,7 @@ def test_initialized_weights_come_back_exactly(trained, tiny_bert_dir):
 
 def test_initialize_without_examples(tiny_bert_dir):
     nlp = _blank(tiny_bert_dir)
-    with pytest.raises((TypeError, ValueError), match="(?i)example|POS|annotation"):
+    with pytest.raises(ValueError, match="needs gold examples with POS and dependency annotation"):
         nlp.initialize()
     pipe = nlp.get_pipe("concept_align")
     for bad in (lambda: None, lambda: []):
@@ -210,12 +213,12 @@ def _assert_trees(doc):
         for token in sent:
             assert sent.start <= token.head.i < sent.end
             assert token.pos_ in UPOS
-            assert token.dep_ and (token.dep_ != "ROOT" or token is roots[0])
+            assert token.dep_ and (token.dep_ != "ROOT" or token.i == roots[0].i)
             node, steps = token, 0
             while node.head.i != node.i:
                 node, steps = node.head, steps + 1
                 assert steps <= len(sent), "cycle"
-            assert node == roots[0]
+            assert node.i == roots[0].i
 
 
 SCRIPTS = [("en_ewt", "dev"), ("ja_gsd", "dev"), ("ar_pud", "test"), ("hi_pud", "test"), ("ko_kaist", "dev"),
@@ -282,7 +285,7 @@ def test_empty_and_one_token_docs(trained):
 
 def test_displacy_renders_the_parse(trained):
     doc = trained[0]("The cat sat on the mat.")
-    svg = displacy.render(doc, style="dep", jupyter=False)
+    svg = displacy.render(doc, style="dep", jupyter=False, options={"collapse_punct": False})
     assert svg.lstrip().startswith("<svg")
     for token in doc:
         assert f">{token.text}</tspan>" in svg
@@ -349,8 +352,8 @@ def with_wolof(trained, tiny_bert_dir):
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for aligner in (pipe.net.pos, pipe.net.rel):
-            adaptor = aligner.adaptors["wo"]
-            adaptor.weight.copy_(torch.randn(adaptor.weight.shape, generator=generator) * 2)
+            for param in aligner.adaptors["wo"].parameters():
+                param.add_(torch.randn(param.shape, generator=generator) * 2)
     return nlp
 
 

@@ -1,0 +1,105 @@
+"""Few-shot adaptation: a language's adaptors change its predictions only, and bad input changes nothing."""
+import numpy as np
+import pytest
+import spacy
+import torch
+from spacy.training import Example
+
+from spacy_concept_align.adapt import AdaptSettings, adapt_language
+from spacy_concept_align.corpus import find_treebank, read_docs, unannotated
+from spacy_concept_align.encoders import FrozenEncoder
+from spacy_concept_align.features import extract_features
+from spacy_concept_align.model import ConceptParser
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPACY_CONCEPT_ALIGN_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture
+def setup(tiny_bert_dir):
+    encoder = FrozenEncoder(str(tiny_bert_dir), 2)
+    torch.manual_seed(0)
+    net = ConceptParser(32, pos_hidden=32, pos_dim=8, rel_hidden=32, rel_dim=8, arc_hidden=32, dropout=0.0)
+    net.set_prototypes(extract_features(find_treebank("en", "dev").path, encoder, max_sentences=60, progress=False))
+    wolof = extract_features(find_treebank("wo", "train").path, encoder, max_sentences=60, progress=False)
+    return net, wolof
+
+
+def state(net):
+    return {k: v.clone() for k, v in net.state_dict().items()}
+
+
+def test_adaptation_fits_the_support_and_touches_only_its_language(setup):
+    net, wolof = setup
+    support = wolof.select(range(20))
+    before_upos = net.predict(support)[0]
+    shared = state(net)
+    report = adapt_language(net, support, "wo", AdaptSettings(steps=150))
+    assert {"pos_loss", "rel_loss", "arc_loss", "seconds"} <= set(report)
+    assert "wo" in net.languages and "wo" in net.language_arcs
+    after = state(net)
+    assert all(torch.equal(shared[k], after[k]) for k in shared)  # the shared parts are frozen
+    adapted_upos = net.predict(support, "wo")[0]
+    assert np.mean(adapted_upos == support.upos) > np.mean(before_upos == support.upos)
+    assert np.array_equal(net.predict(support)[0], before_upos)  # no language = the zero-shot path, unchanged
+
+
+def test_prototype_refinement_and_arc_adaptation_are_settings(setup):
+    net, wolof = setup
+    adapt_language(net, wolof.select(range(10)), "wo", AdaptSettings(refine_prototypes=False, adapt_arcs=False))
+    assert torch.count_nonzero(net.pos.adaptors["wo"].prototype_shift) == 0 and "wo" not in net.language_arcs
+    adapt_language(net, wolof.select(range(10)), "wo", AdaptSettings())
+    assert torch.count_nonzero(net.pos.adaptors["wo"].prototype_shift) > 0 and "wo" in net.language_arcs
+
+
+def test_unlabelled_support_fails_and_changes_nothing(setup):
+    net, wolof = setup
+    before = state(net)
+    unlabelled = wolof.select(range(5))
+    unlabelled.upos[:] = -1
+    unlabelled.heads[:] = -1
+    with pytest.raises(ValueError, match="annotated"):
+        adapt_language(net, unlabelled, "wo")
+    assert state(net).keys() == before.keys()
+
+
+def test_few_sentences_warn(setup, caplog):
+    net, wolof = setup
+    adapt_language(net, wolof.select(range(2)), "wo")
+    assert "only 2 sentence" in caplog.text
+
+
+def test_pipe_adapt_saves_with_the_pipeline(tiny_bert_dir, tmp_path):
+    nlp = spacy.blank("xx")
+    pipe = nlp.add_pipe("concept_align", config={"init_weights": None, "min_count": 1, "model": {
+        "encoder": {"name": str(tiny_bert_dir), "layer": 2}, "dropout": 0.0}})
+    gold = read_docs(find_treebank("en", "dev").path, nlp.vocab, limit=20)
+    nlp.initialize(lambda: [Example(unannotated(d), d) for d in gold])
+    support = read_docs(find_treebank("wo", "train").path, nlp.vocab, limit=10)
+    pipe.adapt(support, lang="wo")
+    text = support[0].text
+    adapted = [t.pos_ for t in nlp(text, component_cfg={"concept_align": {"lang": "wo"}})]
+    nlp.to_disk(tmp_path / "p")
+    reloaded = spacy.load(tmp_path / "p")
+    assert reloaded.get_pipe("concept_align").languages == ["wo"]
+    assert [t.pos_ for t in reloaded(text, component_cfg={"concept_align": {"lang": "wo"}})] == adapted
+    doc = reloaded.make_doc(text)
+    doc._.concept_lang = "wo"
+    assert [t.pos_ for t in reloaded(doc)] == adapted
+
+
+def test_pipe_adapt_rejects_non_ud_labels(tiny_bert_dir):
+    nlp = spacy.blank("xx")
+    pipe = nlp.add_pipe("concept_align", config={"init_weights": None, "min_count": 1, "model": {
+        "encoder": {"name": str(tiny_bert_dir), "layer": 2}}})
+    gold = read_docs(find_treebank("en", "dev").path, nlp.vocab, limit=10)
+    nlp.initialize(lambda: [Example(unannotated(d), d) for d in gold])
+    bad = read_docs(find_treebank("wo", "train").path, nlp.vocab, limit=5)
+    bad[0][0].pos_ = "NOUN"
+    bad[0][0].dep_ = "nsubjpass"  # ClearNLP, not UD
+    before = pipe.to_bytes()
+    with pytest.raises(ValueError, match="nsubjpass"):
+        pipe.adapt(bad, lang="wo")
+    assert pipe.languages == [] and pipe.to_bytes() == before

@@ -1,0 +1,72 @@
+"""CoNLL 2018 scoring against hand-computed cases, and the evaluation / learning-curve commands end to end."""
+import json
+
+import numpy as np
+import pytest
+
+from spacy_concept_align.evaluation import _relabel_root, conll18_scores, evaluate, markdown_table, write_report
+from spacy_concept_align.features import FeatureSet
+from spacy_concept_align.labels import DEPREL_ID, ROOT_ID, UPOS_ID
+from spacy_concept_align.learning_curve import curve_table, learning_curve
+
+
+def gold_set():
+    # "She sleeps ." : She <-nsubj- sleeps (root), . <-punct- sleeps
+    upos = np.array([UPOS_ID["PRON"], UPOS_ID["VERB"], UPOS_ID["PUNCT"]])
+    heads = np.array([2, 0, 2])
+    deprels = np.array([DEPREL_ID["nsubj"], ROOT_ID, DEPREL_ID["punct"]])
+    return FeatureSet(np.zeros((3, 4)), np.zeros((1, 4)), np.array([0, 3]), upos, heads, deprels)
+
+
+def test_conll18_scores_hand_computed():
+    gold = gold_set()
+    upos = np.array([UPOS_ID["PRON"], UPOS_ID["NOUN"], UPOS_ID["PUNCT"]])  # 2 of 3 tags right
+    heads = np.array([2, 0, 1])  # the punctuation's head is wrong: UAS 2/3 (punctuation counts)
+    rels = np.array([DEPREL_ID["obj"], ROOT_ID, DEPREL_ID["punct"]])  # 2 of 3 labels right
+    scores = conll18_scores(gold, upos, heads, rels)
+    assert scores.upos == pytest.approx(200 / 3)
+    assert scores.uas == pytest.approx(200 / 3)
+    assert scores.las == pytest.approx(100 / 3)  # only "sleeps" has both head and label right
+    assert scores.label_acc == pytest.approx(200 / 3) and scores.words == 3
+
+
+def test_relabel_root_keeps_root_for_the_root_only():
+    rels = np.array([ROOT_ID, DEPREL_ID["obj"], ROOT_ID])
+    out = _relabel_root(rels, np.array([2, 0, 2]))
+    assert list(out) == [DEPREL_ID["dep"], ROOT_ID, DEPREL_ID["dep"]]
+
+
+def test_report_files(tmp_path):
+    row = {"treebank": "wo_wtb", "lang": "wo", "group": "B", "words": 3,
+           "sys": {"upos": 50.0, "uas": 40.0, "las": 30.0, "label_acc": 35.0, "words": 3}}
+    result = {"systems": ["sys"], "rows": [row, dict(row, treebank="cy_ccg", lang="cy")], "seconds": 1.0}
+    write_report(result, tmp_path)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["summary"]["sys"]["mean_upos"] == 50.0 and saved["summary"]["sys"]["spread_las"] == 0.0
+    table = (tmp_path / "results.md").read_text()
+    assert "UDify zero-shot" in table and "| wo_wtb | 3 | 50.0 / 40.0 / 30.0 |" in table
+    assert (tmp_path / "per_language.png").stat().st_size > 1000
+    assert markdown_table(result).count("\n") == 6
+
+
+@pytest.fixture
+def mini_pipeline(tiny_bert_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("SPACY_CONCEPT_ALIGN_CACHE", str(tmp_path / "cache"))
+    from test_training import mini_config
+
+    from spacy_concept_align.training import meta_train
+
+    return meta_train(mini_config(tiny_bert_dir), progress=False)[0]
+
+
+def test_evaluate_and_learning_curve_end_to_end(mini_pipeline):
+    result = evaluate(mini_pipeline, only=["wo_wtb", "tl_trg", "en"], progress=False)
+    assert [r["treebank"] for r in result["rows"]] == ["tl_trg", "wo_wtb"]  # en was a training language
+    assert set(result["systems"]) == {"concept_align (zero-shot)", "prototypes only", "linear probe (pooled sources)"}
+    for row in result["rows"]:
+        for system in result["systems"]:
+            assert 0 <= row[system]["las"] <= row[system]["uas"] <= 100
+    curve = learning_curve(mini_pipeline, ks=(0, 5), seeds=(0,), only=["wo"], max_test=40)
+    assert {(r["k"], r["treebank"]) for r in curve["rows"]} == {(0, "wo_wtb"), (5, "wo_wtb")}
+    assert mini_pipeline.get_pipe("concept_align").languages == []  # the curve adapts a copy
+    assert "K=5" in curve_table(curve)
