@@ -583,7 +583,7 @@ def _heatmap(plt, result, layer, measure, cmap, limits, path) -> None:
                 for j in range(n):
                     if np.isfinite(m[i, j]):
                         r, g, b, _ = image.cmap(image.norm(m[i, j]))
-                        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
                                 color="white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black")
         fig.colorbar(image, ax=ax, shrink=0.8)
     fig.savefig(path, dpi=120)

@@ -57,6 +57,26 @@ def features(
 
 
 @app.command()
+def convert(
+    files: List[Path] = typer.Argument(..., help="CoNLL-U files."),
+    output: Path = typer.Option(Path("corpus"), "--output", "-o", help="Folder for the .spacy files."),
+    n_sents: int = typer.Option(10, help="Sentences per Doc."),
+):
+    """CoNLL-U -> spaCy DocBin (.spacy) with UD UPOS, heads and universal relations, for `spacy evaluate`."""
+    from spacy.tokens import DocBin
+    from spacy.vocab import Vocab
+
+    from .corpus import read_docs
+
+    output.mkdir(parents=True, exist_ok=True)
+    for file in files:
+        docs = read_docs(file, Vocab(), n_sents=n_sents)
+        target = output / f"{file.stem}.spacy"
+        DocBin(docs=docs, store_user_data=True).to_disk(target)
+        typer.echo(f"{file.name}: {len(docs)} docs -> {target}")
+
+
+@app.command()
 def tag(
     input: Path = typer.Argument(..., help="CoNLL-U file (its tokenization is kept) or plain text, one sentence a line."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to write CoNLL-U predictions."),
@@ -97,13 +117,13 @@ def train(
     from confection import Config
     from spacy.util import registry
 
-    from .training import meta_train, training_features
+    from .training import language_lists, meta_train, training_features
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = Config().from_disk(config, overrides=dict(_override(item) for item in overrides))
     if features_only:
         encoder = registry.resolve({"encoder": cfg["model"]["encoder"]})["encoder"]
-        training_features(cfg.interpolate()["languages"], encoder, data_dir)
+        training_features(language_lists(cfg.interpolate()["languages"]), encoder, data_dir)
         typer.echo("features cached")
         return
     nlp, report = meta_train(cfg, data_dir)
@@ -113,13 +133,18 @@ def train(
     typer.echo(f"saved pipeline to {output}")
 
 
+def _split(values: List[str]) -> List[str]:
+    """Repeated and/or comma-separated option values as one list."""
+    return [part for value in values for part in value.split(",") if part]
+
+
 def _override(item: str):
-    """"section.key=value" with a JSON value (numbers, lists, true/false/null) or a plain string."""
+    """"section.key=value": a JSON value (numbers, lists, true/false/null), "a,b,c" (a list), or a plain string."""
     key, _, value = item.partition("=")
     try:
         return key, json.loads(value)
     except json.JSONDecodeError:
-        return key, value
+        return key, value.split(",") if "," in value else value
 
 
 @app.command("ship-default")
@@ -168,7 +193,7 @@ def evaluate(
     from .evaluation import markdown_table, summary, write_report
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    result = run_evaluation(_load_pipeline(pipeline), data_dir, only or None, baselines)
+    result = run_evaluation(_load_pipeline(pipeline), data_dir, _split(only) or None, baselines)
     write_report(result, output)
     typer.echo(markdown_table(dict(result, summary=summary(result))))
     typer.echo(f"{len(result['rows'])} treebanks in {result['seconds']:.0f} s -> {output}/results.md")
@@ -188,7 +213,7 @@ def curve(
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     result = learning_curve(_load_pipeline(pipeline), [int(k) for k in ks.split(",")],
-                            [int(s) for s in seeds.split(",")], only or None, data_dir)
+                            [int(s) for s in seeds.split(",")], _split(only) or None, data_dir)
     write_curve(result, output)
     typer.echo(curve_table(result))
     typer.echo(f"{len(result['rows'])} runs in {result['seconds']:.0f} s -> {output}")

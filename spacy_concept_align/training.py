@@ -127,6 +127,12 @@ def validation_score(net: ConceptParser, pools: Dict[str, FeatureSet]) -> Dict[s
     return scores
 
 
+def language_lists(langs: dict) -> dict:
+    """The [languages] block with "en,de" strings (as project vars pass them) turned into lists."""
+    return {key: value.split(",") if key in ("source", "train", "validation") and isinstance(value, str) else value
+            for key, value in langs.items()}
+
+
 def training_features(langs: dict, encoder: FrozenEncoder, data_dir: Optional[Path] = None, progress: bool = True):
     """Cached features of the meta-training pools and the validation languages' dev splits."""
     pools = load_pools(langs["train"], encoder, langs["max_train_sentences"], data_dir, progress=progress)
@@ -141,7 +147,7 @@ def meta_train(config: Config, data_dir: Optional[Path] = None, progress: bool =
     RETURNS (Tuple[Language, dict]): the trained pipeline and a report (time, validation history).
     """
     cfg = config.interpolate()
-    langs, train, model_cfg = cfg["languages"], cfg["training"], cfg["model"]
+    langs, train, model_cfg = language_lists(cfg["languages"]), cfg["training"], cfg["model"]
     seed = int(train["seed"])
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
     nlp = spacy.blank("xx")

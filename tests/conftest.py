@@ -36,10 +36,10 @@ def ud_file():
     return get
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def torch_one_thread():
-    """One torch thread for the module (restored after): tiny models run many times faster on a busy 2-core machine,
-    where two intra-op threads per process fight the other processes for the cores."""
+    """One torch thread for the whole suite: the tests' small models run many times faster that way on a 2-core
+    machine, where two intra-op threads per process fight any other process for the cores."""
     import torch
 
     before = torch.get_num_threads()

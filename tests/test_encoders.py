@@ -7,7 +7,6 @@ from spacy_concept_align.corpus import read_conllu
 from spacy_concept_align.encoders import FrozenEncoder
 from spacy_concept_align.encoders.frozen import _BARE_SPACE, _window_starts
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 # Words that the tiny BERT's tokenizer keeps as one piece ("▁sa", "▁ta", ...): windows in pieces = windows in words.
 SINGLE_PIECE = ["sa", "ta"]

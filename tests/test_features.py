@@ -10,7 +10,6 @@ from spacy_concept_align.features import FeatureSet, extract_features
 from spacy_concept_align.labels import DEPREL_ID, UPOS_ID
 from spacy_concept_align.paths import CACHE_ENV
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 N = 12  # sentences per file: keep the tiny encoder's work small
 

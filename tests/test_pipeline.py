@@ -19,7 +19,6 @@ from spacy_concept_align.corpus import LANG_ATTR, read_docs, unannotated
 from spacy_concept_align.labels import UPOS
 from spacy_concept_align.pipeline import make_concept_scorer
 
-pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +49,7 @@ def train_examples(ud_file):
 
 
 @pytest.fixture(scope="module")
-def trained(torch_one_thread, tiny_bert_dir, train_examples):
+def trained(tiny_bert_dir, train_examples):
     """An nlp whose component has overfit 8 real en_ewt sentences, and its scores on them."""
     spacy.util.fix_random_seed(0)
     torch.manual_seed(0)
