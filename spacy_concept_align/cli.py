@@ -154,10 +154,14 @@ def ship_default(pipeline: Path = typer.Argument(..., help="A trained pipeline d
 
     from .pipeline import DEFAULT_WEIGHTS
 
+    from safetensors.torch import load_file, save_file
+
     source = pipeline / "concept_align"
     DEFAULT_WEIGHTS.mkdir(parents=True, exist_ok=True)
-    for name in ("cfg.json", "model.safetensors"):
-        shutil.copyfile(source / name, DEFAULT_WEIGHTS / name)
+    shutil.copyfile(source / "cfg.json", DEFAULT_WEIGHTS / "cfg.json")
+    # Shipped in half precision (half the size; loading casts back to float32).
+    weights = {k: v.half() if v.is_floating_point() else v for k, v in load_file(source / "model.safetensors").items()}
+    save_file(weights, DEFAULT_WEIGHTS / "model.safetensors")
     size = sum(f.stat().st_size for f in DEFAULT_WEIGHTS.iterdir()) / 1e6
     typer.echo(f"default weights <- {source} ({size:.1f} MB in {DEFAULT_WEIGHTS})")
 
@@ -254,13 +258,21 @@ def demo(
     samples: Path = typer.Option(SAMPLES, help="TSV of sample sentences (lang, language, ..., text)."),
 ):
     """Zero-shot tagging and parsing of real low-resource text (Article 1 of the UDHR in several languages)."""
+    import unicodedata
+
+    from spacy.util import compile_infix_regex, compile_suffix_regex
+
     nlp = _load_pipeline(pipeline)
     if "sentencizer" not in nlp.pipe_names:
-        nlp.add_pipe("sentencizer", first=True)
+        nlp.add_pipe("sentencizer", first=True, config={"punct_chars": [".", "!", "?", "።", "。", "؟"]})
+    # The Ethiopic full stop is a token of its own, as in UD's Amharic treebank.
+    nlp.tokenizer.suffix_search = compile_suffix_regex(list(nlp.Defaults.suffixes) + ["።"]).search
+    nlp.tokenizer.infix_finditer = compile_infix_regex(list(nlp.Defaults.infixes) + ["።"]).finditer
     with open(samples, encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
     for row in rows:
-        doc = nlp(row["text"])
+        # NFC, and the Ethiopic wordspace "፡" as the word separator it is (UD's Amharic writes a space).
+        doc = nlp(unicodedata.normalize("NFC", row["text"]).replace("፡", " "))
         typer.echo(f"\n## {row['language']} ({row['lang']}): zero-shot\n{row['text']}")
         for token in doc:
             head = "-" if token.head.i == token.i else f"{token.head.i + 1}"
