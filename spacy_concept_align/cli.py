@@ -61,19 +61,29 @@ def convert(
     files: List[Path] = typer.Argument(..., help="CoNLL-U files."),
     output: Path = typer.Option(Path("corpus"), "--output", "-o", help="Folder for the .spacy files."),
     n_sents: int = typer.Option(10, help="Sentences per Doc."),
+    limit: int = typer.Option(0, help="Only the first N sentences of each file (0 = all)."),
+    merge: Optional[str] = typer.Option(None, help="Write all files into one OUTPUT/MERGE.spacy instead."),
 ):
-    """CoNLL-U -> spaCy DocBin (.spacy) with UD UPOS, heads and universal relations, for `spacy evaluate`."""
+    """CoNLL-U -> spaCy DocBin (.spacy) with UD UPOS, heads and universal relations, for `spacy train/evaluate`."""
     from spacy.tokens import DocBin
     from spacy.vocab import Vocab
 
     from .corpus import read_docs
 
     output.mkdir(parents=True, exist_ok=True)
+    merged = DocBin(store_user_data=True)
     for file in files:
-        docs = read_docs(file, Vocab(), n_sents=n_sents)
+        docs = read_docs(file, Vocab(), n_sents=n_sents, limit=limit)
+        if merge:
+            for doc in docs:
+                merged.add(doc)
+            continue
         target = output / f"{file.stem}.spacy"
         DocBin(docs=docs, store_user_data=True).to_disk(target)
         typer.echo(f"{file.name}: {len(docs)} docs -> {target}")
+    if merge:
+        merged.to_disk(output / f"{merge}.spacy")
+        typer.echo(f"{len(files)} files: {len(merged)} docs -> {output / merge}.spacy")
 
 
 @app.command()
@@ -191,16 +201,37 @@ def evaluate(
     data_dir: Optional[Path] = typer.Option(None, help="UD data directory."),
     only: List[str] = typer.Option([], "--only", help="Evaluate just these languages or treebanks."),
     baselines: bool = typer.Option(True, help="Also score the same-encoder baselines."),
+    spacy_baseline: Optional[Path] = typer.Option(None, help="A pipeline from the `baseline` command, scored too."),
 ):
     """Zero-shot UPOS / UAS / LAS on the test split of every language the pipeline was not trained on."""
+    import spacy
+
     from .evaluation import evaluate as run_evaluation
     from .evaluation import markdown_table, summary, write_report
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    result = run_evaluation(_load_pipeline(pipeline), data_dir, _split(only) or None, baselines)
+    result = run_evaluation(_load_pipeline(pipeline), data_dir, _split(only) or None, baselines,
+                            spacy_baseline=spacy.load(spacy_baseline) if spacy_baseline else None)
     write_report(result, output)
     typer.echo(markdown_table(dict(result, summary=summary(result))))
     typer.echo(f"{len(result['rows'])} treebanks in {result['seconds']:.0f} s -> {output}/results.md")
+
+
+@app.command()
+def baseline(
+    output: Path = typer.Argument(Path("training/spacy_baseline"), help="Where `spacy train` writes the pipeline."),
+    pipeline: Optional[Path] = typer.Option(None, help="Take languages, encoder and layer from this trained pipeline."),
+    data_dir: Optional[Path] = typer.Option(None, help="UD data directory."),
+    max_steps: int = typer.Option(600, help="Training steps."),
+):
+    """Baseline (c): transformer + morphologizer + parser via `spacy train` on the same sources and frozen encoder."""
+    from .spacy_baseline import train_baseline
+
+    pipe = _load_pipeline(pipeline).get_pipe("concept_align")
+    meta, encoder = pipe.cfg["meta"], pipe.cfg["encoder"]
+    best = train_baseline(output, meta["source"], meta["validation"], encoder["name"], encoder["layer"],
+                          meta.get("max_train_sentences", 500), max_steps=max_steps, data_dir=data_dir)
+    typer.echo(f"baseline pipeline: {best}")
 
 
 @app.command()

@@ -126,9 +126,15 @@ def target_treebanks(exclude_langs: Sequence[str], data_dir: Optional[Path] = No
     return sorted(files, key=lambda tb: tb.treebank)
 
 
+SPACY_BASELINE = "spaCy trf tagger+parser (same sources)"
+
+
 def evaluate(nlp, data_dir: Optional[Path] = None, only: Optional[Sequence[str]] = None, baselines: bool = True,
-             progress: bool = True) -> dict:
-    """Per-treebank zero-shot scores of the pipeline (and baselines) on the test splits of unseen languages."""
+             progress: bool = True, spacy_baseline=None) -> dict:
+    """Per-treebank zero-shot scores of the pipeline (and baselines) on the test splits of unseen languages.
+
+    spacy_baseline (Optional[Language]): a pipeline from `python -m spacy_concept_align baseline`, scored too.
+    """
     pipe = nlp.get_pipe("concept_align")
     net, encoder, meta = pipe.net, pipe.encoder, pipe.cfg.get("meta", {})
     exclude = list(meta.get("train", [])) + list(meta.get("validation", []))
@@ -139,12 +145,19 @@ def evaluate(nlp, data_dir: Optional[Path] = None, only: Optional[Sequence[str]]
         pools = load_pools(meta["source"], encoder, meta.get("max_train_sentences", 500), data_dir, progress=progress)
         systems[NearestMeans.name] = NearestMeans(net)
         systems[LinearProbe.name] = LinearProbe(net, _concat(list(pools.values())))
+    if spacy_baseline is not None:
+        systems[SPACY_BASELINE] = spacy_baseline
     rows = []
     start = time.perf_counter()
     for tb in target_treebanks(exclude, data_dir, only):
         features = extract_features(tb.path, encoder, progress=progress)
         row = {"treebank": tb.treebank, "lang": tb.lang, "group": tb.group, "words": features.n_words}
         for name, system in systems.items():
+            if name == SPACY_BASELINE:
+                from .spacy_baseline import predict_treebank
+
+                row[name] = asdict(conll18_scores(*predict_treebank(system, tb.path)))
+                continue
             predicted = net.predict(features) if system is None else system.predict(features)
             row[name] = asdict(conll18_scores(features, *predicted))
         rows.append(row)

@@ -3,6 +3,7 @@
 Everything here works on FeatureSets (no spaCy, no encoder), so the pipe, meta-training, few-shot adaptation and
 evaluation share one implementation of prediction and loss.
 """
+from contextlib import contextmanager
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -71,12 +72,20 @@ class ConceptParser(nn.Module):
             result["arc"] = self.arc_loss(arcs, features)
         return result
 
-    @torch.no_grad()
-    def predict(self, features: FeatureSet, lang: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """UPOS ids, heads (0 = root, one root per sentence, always a tree) and relation ids for every word."""
+    @contextmanager
+    def inference(self):
+        """No gradients and no dropout for the duration; the previous mode is restored after."""
         was_training = self.training
         self.eval()
         try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.train(was_training)
+
+    def predict(self, features: FeatureSet, lang: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """UPOS ids, heads (0 = root, one root per sentence, always a tree) and relation ids for every word."""
+        with self.inference():
             upos = self.pos.logits(tensor(features.words), lang).argmax(-1).numpy()
             heads = self.predict_heads(features, lang)
             rel_logits = self.rel.logits(tensor(features.relation_vectors(heads)), lang)
@@ -84,21 +93,20 @@ class ConceptParser(nn.Module):
             # The root's label is "root"; no other word may take it.
             rel_logits[:, ROOT_ID] = torch.where(is_root, torch.tensor(1e9), torch.tensor(-1e9))
             deprels = rel_logits.argmax(-1).numpy()
-        finally:
-            self.train(was_training)
         return upos, heads, deprels
 
-    @torch.no_grad()
     def predict_heads(self, features: FeatureSet, lang: Optional[str] = None, batch_size: int = 64) -> np.ndarray:
         """Heads from the arc scorer (`lang`'s own, if it was adapted), decoded into one tree per sentence."""
         arcs = self.arc_scorer(lang)
         heads = np.zeros(features.n_words, dtype=np.int64)
         spans = self._spans(features)
-        for b in range(0, len(spans), batch_size):
-            chunk = features.select(range(b, min(b + batch_size, len(spans))))
-            words, roots, mask = self._padded(chunk)
-            for (start, end), tree in zip(spans[b : b + batch_size], decode_batch(arcs(words, roots, mask), mask)):
-                heads[start:end] = tree
+        with self.inference():
+            for b in range(0, len(spans), batch_size):
+                chunk = features.select(range(b, min(b + batch_size, len(spans))))
+                words, roots, mask = self._padded(chunk)
+                trees = decode_batch(arcs(words, roots, mask), mask)
+                for (start, end), tree in zip(spans[b : b + batch_size], trees):
+                    heads[start:end] = tree
         return heads
 
     def arc_loss(self, arcs: BiaffineArcScorer, features: FeatureSet) -> torch.Tensor:

@@ -11,9 +11,7 @@ from spacy_concept_align.model import ConceptParser
 from spacy_concept_align.training import EpisodeSampler, EpisodeSettings, episode_loss, meta_train, pool_file
 
 
-@pytest.fixture(autouse=True)
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPACY_CONCEPT_ALIGN_CACHE", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture

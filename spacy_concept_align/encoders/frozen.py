@@ -32,6 +32,31 @@ def resolve_model(name: str) -> str:
     return str(path.resolve()) if path.is_dir() else name
 
 
+def truncated_model_dir(name: str, layer: int) -> Path:
+    """A model directory whose config stops after `layer` layers (weights linked, not copied).
+
+    For tools that always read the top layer (spacy-transformers' listeners): pointing them here makes "the top
+    layer" the layer this package reads, so a baseline built with them sees the same vectors.
+    """
+    import json
+
+    from ..paths import cache_dir
+
+    source = Path(resolve_model(name))
+    if not source.is_dir():
+        raise ValueError(f"{name}: truncation needs a local model directory")
+    target = cache_dir() / "encoders" / f"{source.name}-L{layer}"
+    target.mkdir(parents=True, exist_ok=True)
+    config = json.loads((source / "config.json").read_text())
+    config["num_hidden_layers"] = layer
+    (target / "config.json").write_text(json.dumps(config, indent=2))
+    for file in source.iterdir():
+        link = target / file.name
+        if file.name != "config.json" and not link.exists():
+            link.symlink_to(file.resolve())
+    return target
+
+
 @lru_cache(maxsize=4)
 def _load(path: str, layer: int):
     """Tokenizer + model truncated to `layer` layers (shared by every encoder with the same path and layer)."""
