@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 class AdaptSettings:
     steps: int = 100
     lr: float = 0.005
-    identity_weight: float = 0.01  # pull the adaptor towards the identity (the zero-shot solution)
+    identity_weight: float = 0.1  # pull the adaptor towards the identity (the zero-shot solution)
     refine_prototypes: bool = True
     shrink: float = 5.0
     adapt_arcs: bool = True
@@ -80,23 +80,26 @@ def adapt_language(net: ConceptParser, support: FeatureSet, lang: str, settings:
 
 
 def _fit_adaptor(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Tensor, settings: AdaptSettings) -> float:
+    """Refine the prototypes from the support set first (in the zero-shot space), then fit the adaptor towards them.
+
+    Refining after fitting measured worse: the adaptor had already pulled the support words onto the source
+    prototypes, and re-estimating the prototypes from those words undid part of what it learned.
+    """
     with torch.no_grad():
         z = aligner.phi(x)  # Phi is frozen: compute it once
         source = aligner.prototypes()
+        target = aligner.support_prototypes(z, y, settings.shrink) if settings.refine_prototypes else source
+        adaptor.prototype_shift.copy_(target - source)
     optimizer = torch.optim.Adam(adaptor.linear.parameters(), lr=settings.lr)
     eye = torch.eye(aligner.dim)
     loss = torch.tensor(0.0)
     for _ in range(settings.steps):
-        logits = -torch.cdist(adaptor(z), source).pow(2).masked_fill(~aligner.valid, -1e9)
+        logits = -torch.cdist(adaptor(z), target).pow(2).masked_fill(~aligner.valid, -1e9)
         loss = torch.nn.functional.cross_entropy(logits, y)
         penalty = settings.identity_weight * (adaptor.linear.weight - eye).pow(2).sum()
         optimizer.zero_grad()
         (loss + penalty).backward()
         optimizer.step()
-    if settings.refine_prototypes:
-        with torch.no_grad():
-            refined = aligner.support_prototypes(adaptor(z), y, settings.shrink)
-            adaptor.prototype_shift.copy_(refined - source)
     return float(loss.detach())
 
 
