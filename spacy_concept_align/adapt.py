@@ -1,7 +1,9 @@
 """Few-shot adaptation: a new language from a handful of annotated sentences, in seconds.
 
-As in Xu et al. (2023, few-shot variant): a fresh identity-initialised linear adaptor per concept space, fit on the
-K support sentences with everything shared frozen. Beyond the original, each a setting so it can be measured:
+As in Xu et al. (2023, few-shot variant): new language-specific parameters, fit on the K support sentences with
+everything shared frozen. Beyond the original, each a setting so it can be measured:
+- `train`: "outer" fine-tunes the language's own copy of Phi's output layer (measured better: more capacity than
+  the original's r x r map, kept near its start by `anchor_weight`); "linear" trains only the original's map;
 - `refine_prototypes`: prototypes re-estimated from the support set, shrunk towards the source ones (prototypical
   networks; the same estimator meta-training optimises for);
 - `adapt_arcs`: a copy of the arc scorer fine-tuned lightly on the support trees, so heads adapt too.
@@ -24,9 +26,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class AdaptSettings:
+    train: str = "outer"  # "outer" (Phi's output layer, per language) or "linear" (the original's r x r adaptor)
     steps: int = 100
-    lr: float = 0.005
-    identity_weight: float = 0.1  # pull the adaptor towards the identity (the zero-shot solution)
+    lr: float = 0.001
+    anchor_weight: float = 0.1  # pull the trained parameters towards their start (the zero-shot solution)
     refine_prototypes: bool = True
     shrink: float = 5.0
     adapt_arcs: bool = True
@@ -61,7 +64,7 @@ def adapt_language(net: ConceptParser, support: FeatureSet, lang: str, settings:
     report = {}
     adaptors = {}
     for name, aligner, x, y in (("pos", net.pos, words, upos), ("rel", net.rel, relations, deprels)):
-        adaptor = LanguageAdaptor(aligner.dim, len(aligner.valid))
+        adaptor = LanguageAdaptor(aligner.phi.outer, len(aligner.valid))
         if (y >= 0).any():
             report[f"{name}_loss"] = _fit_adaptor(aligner, adaptor, x[y >= 0], y[y >= 0], settings)
         adaptors[name] = adaptor
@@ -85,20 +88,23 @@ def _fit_adaptor(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Te
     Refining after fitting measured worse: the adaptor had already pulled the support words onto the source
     prototypes, and re-estimating the prototypes from those words undid part of what it learned.
     """
+    if settings.train not in ("outer", "linear"):
+        raise ValueError(f"AdaptSettings.train must be 'outer' or 'linear', got {settings.train!r}")
     with torch.no_grad():
-        z = aligner.phi(x)  # Phi is frozen: compute it once
+        hidden = aligner.phi.hidden(x)  # Phi's first layer is frozen: compute it once
         source = aligner.prototypes()
-        target = aligner.support_prototypes(z, y, settings.shrink) if settings.refine_prototypes else source
+        target = aligner.support_prototypes(adaptor(hidden), y, settings.shrink) if settings.refine_prototypes else source
         adaptor.prototype_shift.copy_(target - source)
-    optimizer = torch.optim.Adam(adaptor.linear.parameters(), lr=settings.lr)
-    eye = torch.eye(aligner.dim)
+    params = list((adaptor.outer if settings.train == "outer" else adaptor.linear).parameters())
+    start = [p.detach().clone() for p in params]
+    optimizer = torch.optim.Adam(params, lr=settings.lr)
     loss = torch.tensor(0.0)
     for _ in range(settings.steps):
-        logits = -torch.cdist(adaptor(z), target).pow(2).masked_fill(~aligner.valid, -1e9)
+        logits = -torch.cdist(adaptor(hidden), target).pow(2).masked_fill(~aligner.valid, -1e9)
         loss = torch.nn.functional.cross_entropy(logits, y)
-        penalty = settings.identity_weight * (adaptor.linear.weight - eye).pow(2).sum()
+        anchor = settings.anchor_weight * sum((p - p0).pow(2).sum() for p, p0 in zip(params, start))
         optimizer.zero_grad()
-        (loss + penalty).backward()
+        (loss + anchor).backward()
         optimizer.step()
     return float(loss.detach())
 

@@ -3,6 +3,7 @@
 Phi is shared by all languages; a language may add a small linear adaptor (identity at birth) on top. Prototypes are
 the source languages' class means, carried into the concept space by a learned linear prototype map.
 """
+import copy
 from typing import Optional
 
 import torch
@@ -36,25 +37,32 @@ class Phi(nn.Module):
             nn.init.xavier_normal_(layer.weight)
             nn.init.zeros_(layer.bias)
 
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(nn.functional.leaky_relu(self.inner(x), 0.2))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.outer(self.dropout(nn.functional.leaky_relu(self.inner(x), 0.2)))
+        return self.outer(self.hidden(x))
 
 
 class LanguageAdaptor(nn.Module):
-    """One language's corrections: a linear map on Phi's output (identity at birth, so a new language starts at
-    the zero-shot solution) and a shift of the prototypes (zero unless refined from that language's examples).
+    """One language's corrections, each starting where the zero-shot model is, so a new language begins at the
+    zero-shot solution: its own copy of Phi's output layer, a linear map after it (identity at birth; the original
+    few-shot method trains only this), and a shift of the prototypes (zero unless refined from its examples).
     """
 
-    def __init__(self, dim: int, n_classes: int):
+    def __init__(self, outer: nn.Linear, n_classes: int):
         super().__init__()
+        dim = outer.out_features
+        self.outer = copy.deepcopy(outer)
         self.linear = nn.Linear(dim, dim)
         with torch.no_grad():
             self.linear.weight.copy_(torch.eye(dim))
             self.linear.bias.zero_()
         self.register_buffer("prototype_shift", torch.zeros(n_classes, dim))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.linear(z)
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Concept-space coordinates from Phi's hidden layer."""
+        return self.linear(self.outer(hidden))
 
 
 class ConceptAligner(nn.Module):
@@ -92,13 +100,12 @@ class ConceptAligner(nn.Module):
     def add_language(self, lang: str) -> LanguageAdaptor:
         """The adaptor of `lang`, created as the identity if it does not exist yet."""
         if lang not in self.adaptors:
-            self.adaptors[lang] = LanguageAdaptor(self.dim, len(self.valid)).to(self.source_means.device)
+            self.adaptors[lang] = LanguageAdaptor(self.phi.outer, len(self.valid)).to(self.source_means.device)
         return self.adaptors[lang]
 
     def embed(self, x: torch.Tensor, lang: Optional[str] = None) -> torch.Tensor:
         """Concept-space coordinates of vectors; through `lang`'s adaptor when it has one."""
-        z = self.phi(x)
-        return self.adaptors[lang](z) if lang in self.adaptors else z
+        return self.adaptors[lang](self.phi.hidden(x)) if lang in self.adaptors else self.phi(x)
 
     def logits(self, x: torch.Tensor, lang: Optional[str] = None, prototypes: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Class scores -||A_lang Phi(x) - P_c||^2 (P: the source prototypes, shifted for `lang`, unless given)."""

@@ -94,13 +94,14 @@ def tag(
     lang: Optional[str] = typer.Option(None, help="Language code (picks its adaptor if the pipeline has one)."),
 ):
     """Predict UPOS, HEAD and DEPREL for a file and write CoNLL-U."""
-    from .corpus import CoNLLUError, read_conllu, unannotated, sentences_to_doc, treebank_codes, write_conllu
+    from .corpus import read_conllu, sentences_to_doc, treebank_codes, unannotated, write_conllu
 
     nlp = _load_pipeline(pipeline)
     text = input.read_text(encoding="utf-8")
     if input.suffix == ".conllu" or text.lstrip().startswith("#") or "\t" in text.split("\n", 1)[0]:
         sentences = read_conllu(input)
-        lang = lang or treebank_codes(input)[0] if input.name.count("-ud-") else lang
+        if lang is None and "-ud-" in input.name:  # a UD file name says its language
+            lang = treebank_codes(input)[0]
         docs = [unannotated(sentences_to_doc(nlp.vocab, [s])) for s in sentences]
         originals = [[s] for s in sentences]
     else:

@@ -16,7 +16,7 @@ import torch
 from .corpus import TreebankFile, list_treebanks
 from .features import FeatureSet, extract_features
 from .labels import DEPRELS, ROOT_ID, UPOS
-from .model import ConceptParser, _known, tensor
+from .model import ConceptParser, tensor
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,6 @@ def _fit_linear(x: np.ndarray, y: np.ndarray, n_classes: int, weight_decay: floa
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(layer(xs), y, ignore_index=-1).backward()
         optimizer.step()
-    model = torch.nn.Sequential()
     normalise = torch.nn.Linear(x.shape[1], x.shape[1])
     with torch.no_grad():
         normalise.weight.copy_(torch.diag(1 / std))

@@ -3,14 +3,15 @@
 For each unseen language with enough data and each K (0 = zero-shot) and seed: K support sentences are sampled from
 its train/dev split (test-only treebanks: from the first `support_pool` test sentences, evaluated on the rest, as the
 original code does). Same-encoder baselines get the same K sentences: a target-only linear tagger, and the pooled
-multi-source linear probe fine-tuned on them. Heads of the baselines come from the zero-shot arc scorer.
+multi-source linear probe fine-tuned on them; and the original method's few-shot step (a linear adaptor only, Adam
+1e-4, no prototype refinement, no arc adaptation). Heads of the linear baselines come from the zero-shot arc scorer.
 """
 import copy
 import json
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +24,9 @@ from .labels import DEPRELS, UPOS
 from .model import tensor
 
 logger = logging.getLogger(__name__)
-SYSTEMS = ("concept_align (adapted)", "target-only linear", "pooled probe + fine-tuning")
+SYSTEMS = ("concept_align (adapted)", "concept_align (original few-shot: linear adaptor only)", "target-only linear",
+           "pooled probe + fine-tuning")
+ORIGINAL = AdaptSettings(train="linear", refine_prototypes=False, adapt_arcs=False, lr=1e-4, steps=400)
 
 
 def _splits(tb, encoder, data_dir, support_pool: int, max_test: int):
@@ -87,7 +90,8 @@ def learning_curve(nlp, ks: Sequence[int] = (0, 5, 10, 20, 50), seeds: Sequence[
                 row = {"treebank": tb.treebank, "lang": tb.lang, "k": k, "seed": seed}
                 if k == 0:
                     scores = conll18_scores(test, *net.predict(test))
-                    row.update({SYSTEMS[0]: vars(scores), SYSTEMS[2]: vars(conll18_scores(test, *probe.predict(test)))})
+                    row.update({SYSTEMS[0]: vars(scores), SYSTEMS[1]: vars(scores),
+                                SYSTEMS[3]: vars(conll18_scores(test, *probe.predict(test)))})
                     rows.append(row)
                     continue
                 rng = np.random.default_rng(seed)
@@ -95,13 +99,15 @@ def learning_curve(nlp, ks: Sequence[int] = (0, 5, 10, 20, 50), seeds: Sequence[
                 report = adapt_language(net, support, "_fewshot", settings)
                 row["adapt_seconds"] = report["seconds"]
                 row[SYSTEMS[0]] = vars(conll18_scores(test, *net.predict(test, "_fewshot")))
+                adapt_language(net, support, "_fewshot", ORIGINAL)
+                row[SYSTEMS[1]] = vars(conll18_scores(test, *net.predict(test, "_fewshot")))
                 rel_x, rel_y = support.relation_vectors(), support.deprels
                 target_pos = _fit_linear(support.words, support.upos, len(UPOS), 1e-3, 100)
                 target_rel = _fit_linear(rel_x, rel_y, len(DEPRELS), 1e-3, 100)
-                row[SYSTEMS[1]] = vars(conll18_scores(test, *_linear_predict(target_pos, target_rel, test, zero_heads)))
+                row[SYSTEMS[2]] = vars(conll18_scores(test, *_linear_predict(target_pos, target_rel, test, zero_heads)))
                 tuned_pos = _fine_tuned(probe.pos, support.words, support.upos)
                 tuned_rel = _fine_tuned(probe.rel, rel_x, rel_y)
-                row[SYSTEMS[2]] = vars(conll18_scores(test, *_linear_predict(tuned_pos, tuned_rel, test, zero_heads)))
+                row[SYSTEMS[3]] = vars(conll18_scores(test, *_linear_predict(tuned_pos, tuned_rel, test, zero_heads)))
                 rows.append(row)
         logger.info("%s: %s", tb.treebank, {k: round(r[SYSTEMS[0]]["upos"], 1) for k, r in
                                             ((r["k"], r) for r in rows if r["treebank"] == tb.treebank)})

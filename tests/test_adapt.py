@@ -52,6 +52,16 @@ def test_prototype_refinement_and_arc_adaptation_are_settings(setup):
     assert torch.count_nonzero(net.pos.adaptors["wo"].prototype_shift) > 0 and "wo" in net.language_arcs
 
 
+def test_original_linear_adaptor_leaves_the_output_layer(setup):
+    net, wolof = setup
+    adapt_language(net, wolof.select(range(10)), "wo", AdaptSettings(train="linear", refine_prototypes=False))
+    adaptor = net.pos.adaptors["wo"]
+    assert torch.equal(adaptor.outer.weight, net.pos.phi.outer.weight)
+    assert not torch.equal(adaptor.linear.weight, torch.eye(adaptor.linear.weight.shape[0]))
+    with pytest.raises(ValueError, match="outer"):
+        adapt_language(net, wolof.select(range(10)), "wo", AdaptSettings(train="everything"))
+
+
 def test_unlabelled_support_fails_and_changes_nothing(setup):
     net, wolof = setup
     before = state(net)

@@ -1,10 +1,8 @@
 """CoNLL-U in and out on real UD treebanks: round trips, the original-lines writer, text, errors, the manifest, the reader."""
-import os
 from pathlib import Path
 
 import pytest
 import spacy
-from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import registry
 from spacy.vocab import Vocab
