@@ -160,30 +160,21 @@ class ConceptAlign(TrainablePipe):
         if not self.is_initialized:
             raise ValueError(f"The {self.name} component has no prototypes yet: load trained weights "
                              "(init_weights = \"default\") or call nlp.initialize with gold examples.")
-        results: List[Optional[Tuple[np.ndarray, ...]]] = [None] * len(docs)
-        by_lang: Dict[Optional[str], List[int]] = {}
-        for i, doc in enumerate(docs):
-            by_lang.setdefault(self._language(doc, lang), []).append(i)
-        for doc_lang, indices in by_lang.items():
-            group = [docs[i] for i in indices if len(docs[i])]
-            spans = [list(_sentence_spans(doc)) for doc in group]
-            flat = [span for doc_spans in spans for span in doc_spans]
-            features = FeatureSet.from_vectors(self.encoder([[t.text for t in s] for s in flat])) if flat else None
-            upos, heads, deprels = self.net.predict(features, doc_lang) if flat else ((), (), ())
-            word = 0
-            for i in indices:
-                doc = docs[i]
-                doc_heads = np.arange(len(doc))
-                doc_upos, doc_rels = np.zeros(len(doc), np.int64), np.zeros(len(doc), np.int64)
-                for span in (_sentence_spans(doc) if len(doc) else []):
-                    n = len(span)
-                    sent_heads = heads[word : word + n]
-                    doc_heads[span.start : span.end] = np.where(sent_heads > 0, span.start + sent_heads - 1,
-                                                                np.arange(span.start, span.end))
-                    doc_upos[span.start : span.end] = upos[word : word + n]
-                    doc_rels[span.start : span.end] = deprels[word : word + n]
-                    word += n
-                results[i] = (doc_upos, doc_heads, doc_rels)
+        results = [(np.zeros(len(doc), np.int64), np.arange(len(doc)), np.zeros(len(doc), np.int64)) for doc in docs]
+        by_lang: Dict[Optional[str], List[Span]] = {}
+        for doc in docs:
+            if len(doc):
+                by_lang.setdefault(self._language(doc, lang), []).extend(_sentence_spans(doc))
+        index = {id(doc): i for i, doc in enumerate(docs)}
+        for doc_lang, sents in by_lang.items():
+            features = FeatureSet.from_vectors(self.encoder([[t.text for t in sent] for sent in sents]))
+            upos, heads, deprels = self.net.predict(features, doc_lang)
+            for sent, start, end in zip(sents, features.offsets[:-1], features.offsets[1:]):
+                doc_upos, doc_heads, doc_rels = results[index[id(sent.doc)]]
+                words = slice(sent.start, sent.end)
+                doc_upos[words], doc_rels[words] = upos[start:end], deprels[start:end]
+                sent_heads = heads[start:end]  # 0 = root (a spaCy root is its own head), k = k-th word
+                doc_heads[words] = np.where(sent_heads > 0, sent.start + sent_heads - 1, np.arange(sent.start, sent.end))
         return results
 
     def _language(self, doc: Doc, override: Optional[str]) -> Optional[str]:
@@ -191,7 +182,7 @@ class ConceptAlign(TrainablePipe):
         lang = override or doc._.get(LANG_ATTR) or self.cfg["lang"]
         if lang and lang not in self.languages:
             if lang not in self._warned_langs:
-                logger.info("concept_align: no adaptor for %r; using the zero-shot path", lang)
+                logger.warning("concept_align: no adaptor for language %r; using the zero-shot path", lang)
                 self._warned_langs.add(lang)
             return None
         return lang
