@@ -260,9 +260,10 @@ def analyze(
     pipeline: Optional[Path] = typer.Option(None, help="A trained pipeline: adds the 'after the aligner' view."),
     output: Path = typer.Option(Path("analysis"), "--output", "-o", help="Folder for heatmaps, curves, tables."),
     data_dir: Optional[Path] = typer.Option(None, help="UD data directory."),
-    encoder: str = typer.Option("offline:multilingual-e5-small", help="Encoder: hub name, directory or offline default."),
+    encoder: str = typer.Option("", help="Encoder: hub name, directory or offline default (default: the pipeline's, "
+                                         "else offline:multilingual-e5-small)."),
     langs: str = typer.Option("", help="Comma-separated languages (default: every language in the data dir)."),
-    source: str = typer.Option("en", help="Comma-separated source languages (their pooled prototypes)."),
+    source: str = typer.Option("", help="Comma-separated source languages (default: the pipeline's, else en)."),
     layers: str = typer.Option("2,4,6,8,10,12", help="Layers to compare."),
     layer: int = typer.Option(6, help="The default layer (tables, heatmaps, correlation with accuracy)."),
     max_sentences: int = typer.Option(150, help="Sentences per language."),
@@ -278,7 +279,9 @@ def analyze(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     lang_list = [x for x in langs.split(",") if x] or sorted({tb.lang for tb in list_treebanks(data_dir)})
     nlp = spacy.load(pipeline) if pipeline else None
-    result = alignability_study(encoder, lang_list, source.split(","), [int(x) for x in layers.split(",")], layer,
+    encoder_name = encoder or (None if nlp else "offline:multilingual-e5-small")
+    sources = source.split(",") if source else (None if nlp else ["en"])
+    result = alignability_study(encoder_name, lang_list, sources, [int(x) for x in layers.split(",")], layer,
                                 output, pipeline=nlp, data_dir=data_dir, max_sentences=max_sentences,
                                 min_count=min_count, eval_results=eval_results if eval_results and eval_results.exists() else None)
     typer.echo((output / "alignability.md").read_text() if (output / "alignability.md").exists() else result)

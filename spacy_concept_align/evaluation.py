@@ -222,3 +222,14 @@ def write_report(result: dict, output: Path) -> None:
     fig.tight_layout()
     fig.savefig(output / "per_language.png", dpi=110)
     plt.close(fig)
+    # The spread across languages: does a system narrow the gap between well- and poorly-served languages?
+    fig, axes = plt.subplots(1, 2, figsize=(4 + 2.2 * len(systems), 4.2))
+    for ax, metric in zip(axes, ("upos", "las")):
+        ax.boxplot([[row[s][metric] for row in rows] for s in systems], showmeans=True)
+        ax.set_xticks(range(1, len(systems) + 1), [s.replace(" (", "\n(") for s in systems], fontsize=7)
+        ax.set_ylabel(f"{metric.upper()} (%) per language")
+        ax.set_title(f"{metric.upper()}: spread (std) " + ", ".join(
+            f"{result['summary'][s][f'spread_{metric}']:.1f}" for s in systems), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(output / "spread.png", dpi=110)
+    plt.close(fig)
