@@ -5,7 +5,7 @@ truncated after layer k, so layers above it are never loaded or computed.
 """
 import hashlib
 import logging
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
@@ -103,26 +103,31 @@ class FrozenEncoder:
         self.name, self.layer, self.pooling = name, layer, pooling
         self.batch_size, self.max_length = batch_size, max_length
 
+    @cached_property
+    def path(self) -> str:
+        """Where the model loads from (resolved once: the offline default is checked or built here)."""
+        return resolve_model(self.name)
+
     @property
     def tokenizer(self):
-        return _load(resolve_model(self.name), self.layer)[0]
+        return _load(self.path, self.layer)[0]
 
     @property
     def model(self):
-        return _load(resolve_model(self.name), self.layer)[1]
+        return _load(self.path, self.layer)[1]
 
     @property
     def width(self) -> int:
         """The vector size, read from the model's config (no weights are loaded for this)."""
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(resolve_model(self.name))
+        config = AutoConfig.from_pretrained(self.path)
         return getattr(config, "hidden_size", None) or config.n_embd
 
     @property
     def fingerprint(self) -> str:
         """Identifies what this encoder computes, for cache keys: model files, layer and pooling."""
-        path = Path(resolve_model(self.name))
+        path = Path(self.path)
         digest = hashlib.sha256(f"{self.name}|{self.layer}|{self.pooling}|v1".encode())
         if path.is_dir():
             for file in sorted(path.glob("*.json")) + sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
