@@ -8,6 +8,8 @@ from typing import List, Optional
 
 import typer
 
+from .benchmark import BENCH_LANGS
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 encoder_app = typer.Typer(no_args_is_help=True, help="The offline default encoder (multilingual-e5-small).")
 app.add_typer(encoder_app, name="encoder")
@@ -285,6 +287,27 @@ def analyze(
                                 output, pipeline=nlp, data_dir=data_dir, max_sentences=max_sentences,
                                 min_count=min_count, eval_results=eval_results if eval_results and eval_results.exists() else None)
     typer.echo((output / "alignability.md").read_text() if (output / "alignability.md").exists() else result)
+
+
+@app.command()
+def bench(
+    output: Path = typer.Option(Path("metrics/bench"), "--output", "-o", help="Folder for bench.json and bench.md."),
+    pipeline: Optional[Path] = typer.Option(None, help="A saved pipeline; default: the shipped default."),
+    data_dir: Optional[Path] = typer.Option(None, help="UD data directory."),
+    words: int = typer.Option(10000, help="About this many words of UD test sentences."),
+    langs: str = typer.Option(",".join(BENCH_LANGS), help="Comma-separated languages to draw sentences from."),
+    threads: int = typer.Option(2, help="torch threads per process."),
+    only: List[str] = typer.Option([], "--only", help="Only cases whose label contains this text."),
+):
+    """Words/s and peak RSS: bare encoder vs the pipeline vs a spaCy transformer pipeline, and variants."""
+    from .benchmark import bench_sentences, default_cases, markdown_table, run_benchmark, write_report
+
+    lang_list = _split([langs])
+    cases = [case for case in default_cases(threads) if not only or any(text in case.label for text in only)]
+    result = run_benchmark(cases, bench_sentences(data_dir, lang_list, words), pipeline, lang_list)
+    write_report(result, output)
+    typer.echo(markdown_table(result))
+    typer.echo(f"-> {output}/bench.md")
 
 
 @app.command()

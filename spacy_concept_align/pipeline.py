@@ -55,6 +55,7 @@ layer = 6
 pooling = "first"
 batch_size = 32
 max_length = 0
+precision = "fp32"
 """
 # fmt: on
 DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
@@ -373,14 +374,15 @@ def _dep_label(token, attr: str) -> str:
     return universal_deprel(token.vocab.strings.as_string(getattr(token, attr)))
 
 
+def score_concepts(examples: Iterable[Example], **kwargs) -> Dict[str, float]:
+    """pos_acc, dep_uas, dep_las (+ per type) through spaCy's Scorer, punctuation included (CoNLL 2018)."""
+    examples = list(examples)
+    scores = Scorer.score_token_attr(examples, "pos", **kwargs)
+    scores.update(Scorer.score_deps(examples, "dep", getter=_dep_label, ignore_labels=(), **kwargs))
+    return scores
+
+
 @registry.scorers("spacy-concept-align.scorer.v1")
 def make_concept_scorer() -> Callable:
-    """pos_acc, dep_uas, dep_las (+ per type) through spaCy's Scorer, punctuation included (CoNLL 2018)."""
-
-    def score(examples: Iterable[Example], **kwargs) -> Dict[str, float]:
-        examples = list(examples)
-        scores = Scorer.score_token_attr(examples, "pos", **kwargs)
-        scores.update(Scorer.score_deps(examples, "dep", getter=_dep_label, ignore_labels=(), **kwargs))
-        return scores
-
-    return score
+    """The component's scorer (a module-level function, so pipelines pickle for nlp.pipe(n_process=...))."""
+    return score_concepts

@@ -16,6 +16,7 @@ from spacy.util import registry
 logger = logging.getLogger(__name__)
 
 POOLINGS = ("first", "mean", "last")
+PRECISIONS = ("fp32", "int8")
 _BARE_SPACE = "▁Ġ "  # SentencePiece / byte-level BPE word-boundary markers
 
 #: What the encoder gives for one sentence: word vectors (n_words x width) and the sentence's root vector.
@@ -58,8 +59,8 @@ def truncated_model_dir(name: str, layer: int) -> Path:
 
 
 @lru_cache(maxsize=4)
-def _load(path: str, layer: int):
-    """Tokenizer + model truncated to `layer` layers (shared by every encoder with the same path and layer)."""
+def _load(path: str, layer: int, precision: str = "fp32"):
+    """Tokenizer + model truncated to `layer` layers (shared by every encoder with the same path, layer, precision)."""
     import transformers
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -73,7 +74,8 @@ def _load(path: str, layer: int):
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # the unused weights of layers above k are expected
     try:
-        model = AutoModel.from_pretrained(path, config=config, torch_dtype=torch.float32)
+        # low_cpu_mem_usage: weights go straight into place (peak memory ~ one copy of the model, not two)
+        model = AutoModel.from_pretrained(path, config=config, torch_dtype=torch.float32, low_cpu_mem_usage=True)
         tokenizer = AutoTokenizer.from_pretrained(path)
         try:
             tokenizer(["a"], is_split_into_words=True)
@@ -82,7 +84,20 @@ def _load(path: str, layer: int):
     finally:
         transformers.logging.set_verbosity(verbosity)
     model.eval()
+    if precision == "int8":
+        model = _quantized(model)
     return tokenizer, model
+
+
+def _quantized(model):
+    """Dynamic int8 quantisation of the linear layers: ~1.7x faster matrix products on CPUs without bf16 units."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's eager quantisation announces its move to torchao
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 class FrozenEncoder:
@@ -95,12 +110,17 @@ class FrozenEncoder:
     batch_size (int): windows per forward pass (sorted by length).
     max_length (int): window size in pieces; 0 = the model's own limit. Longer sentences are covered by
         overlapping windows and each piece takes its vector from the window where it is most central.
+    precision (str): "fp32", or "int8" = dynamic quantisation of the linear layers (faster on CPU; see the
+        README's speed table for what it costs in accuracy).
     """
 
-    def __init__(self, name: str, layer: int, pooling: str = "first", batch_size: int = 32, max_length: int = 0):
+    def __init__(self, name: str, layer: int, pooling: str = "first", batch_size: int = 32, max_length: int = 0,
+                 precision: str = "fp32"):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        self.name, self.layer, self.pooling = name, layer, pooling
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.name, self.layer, self.pooling, self.precision = name, layer, pooling, precision
         self.batch_size, self.max_length = batch_size, max_length
 
     @cached_property
@@ -110,11 +130,11 @@ class FrozenEncoder:
 
     @property
     def tokenizer(self):
-        return _load(self.path, self.layer)[0]
+        return _load(self.path, self.layer, self.precision)[0]
 
     @property
     def model(self):
-        return _load(self.path, self.layer)[1]
+        return _load(self.path, self.layer, self.precision)[1]
 
     @property
     def width(self) -> int:
@@ -129,6 +149,8 @@ class FrozenEncoder:
         """Identifies what this encoder computes, for cache keys: model files, layer and pooling."""
         path = Path(self.path)
         digest = hashlib.sha256(f"{self.name}|{self.layer}|{self.pooling}|v1".encode())
+        if self.precision != "fp32":
+            digest.update(self.precision.encode())
         if path.is_dir():
             for file in sorted(path.glob("*.json")) + sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
                 stat = file.stat()
@@ -225,7 +247,7 @@ class FrozenEncoder:
         if len(starts) == 1:
             piece_states = states[s, 0][n_prefix : n_prefix + len(ids)]
         else:
-            piece_states = np.empty((len(ids), self.width), dtype=np.float32)
+            piece_states = np.empty((len(ids), states[s, 0].shape[1]), dtype=np.float32)
         for p in range(len(ids) if len(starts) > 1 else 0):  # each piece from the window where it is most central
             start = min((st for st in starts if st <= p < st + window), key=lambda st: abs(p - st - window / 2))
             piece_states[p] = states[s, start][n_prefix + p - start]
@@ -245,7 +267,8 @@ def _window_starts(n: int, window: int) -> List[int]:
 
 @registry.architectures("spacy-concept-align.FrozenEncoder.v1")
 def build_frozen_encoder(
-    name: str, layer: int, pooling: str = "first", batch_size: int = 32, max_length: int = 0
+    name: str, layer: int, pooling: str = "first", batch_size: int = 32, max_length: int = 0, precision: str = "fp32"
 ) -> FrozenEncoder:
     """Registered as spacy-concept-align.FrozenEncoder.v1: the encoder block of a concept_align config."""
-    return FrozenEncoder(name, layer, pooling=pooling, batch_size=batch_size, max_length=max_length)
+    return FrozenEncoder(name, layer, pooling=pooling, batch_size=batch_size, max_length=max_length,
+                         precision=precision)
