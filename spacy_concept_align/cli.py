@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 
 from .benchmark import BENCH_LANGS
+from .paths import atomic_dir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 encoder_app = typer.Typer(no_args_is_help=True, help="The offline default encoder (multilingual-e5-small).")
@@ -140,9 +141,9 @@ def train(
         typer.echo("features cached")
         return
     nlp, report = meta_train(cfg, data_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    nlp.to_disk(output)
-    (output / "training_report.json").write_text(json.dumps(report, indent=2))
+    with atomic_dir(output) as tmp:
+        nlp.to_disk(tmp)
+        (tmp / "training_report.json").write_text(json.dumps(report, indent=2))
     typer.echo(f"saved pipeline to {output}")
 
 
@@ -193,7 +194,8 @@ def adapt(
     nlp = _load_pipeline(None if pipeline == "default" else Path(pipeline))
     docs = read_docs(support, nlp.vocab, limit=limit)
     report = nlp.get_pipe("concept_align").adapt(docs, lang=lang)
-    nlp.to_disk(output)
+    with atomic_dir(output) as tmp:
+        nlp.to_disk(tmp)
     typer.echo(f"adapted to {lang!r} from {len(docs)} sentences in {report['seconds']:.1f} s -> {output}")
 
 

@@ -8,7 +8,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import conllu
 from spacy.language import Language
@@ -83,7 +83,11 @@ def read_conllu(path: Union[str, Path]) -> List[UDSentence]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise CoNLLUError(path, 0, f"cannot read file ({err})") from err
-    return [_parse_block(path, start, lines) for start, lines in _blocks(text)]
+    # Tolerated: a byte-order mark, CRLF line ends, no final newline. Not tolerated: a file with no sentence.
+    sentences = [_parse_block(path, start, lines) for start, lines in _blocks(text.removeprefix("\ufeff"))]
+    if not sentences:
+        raise CoNLLUError(path, 1, "the file holds no sentences")
+    return sentences
 
 
 def _blocks(text: str) -> Iterator[tuple]:
@@ -103,27 +107,55 @@ def _blocks(text: str) -> Iterator[tuple]:
 
 def _parse_block(path: Path, start: int, lines: List[str]) -> UDSentence:
     word_lines: List[int] = []
+    ranges: List[Tuple[int, int, int]] = []  # multiword tokens: (first word, last word, line)
     for offset, line in enumerate(lines):
         if line.startswith("#"):
             continue
+        number = start + offset
         columns = line.split("\t")
         if len(columns) != 10:
-            raise CoNLLUError(path, start + offset, f"expected 10 tab-separated columns, found {len(columns)}")
+            raise CoNLLUError(path, number, f"expected 10 tab-separated columns, found {len(columns)}")
         token_id = columns[0]
-        if "-" in token_id or "." in token_id:
+        if ranges and ranges[-1][2] == number - 1 and token_id != str(ranges[-1][0]):
+            first, last, _ = ranges[-1]
+            raise CoNLLUError(path, number - 1, f"multiword token {first}-{last} must be followed by word {first}")
+        if "-" in token_id:
+            ranges.append(_word_range(path, number, token_id, ranges))
+            continue
+        if "." in token_id:
             continue
         if not token_id.isdigit():
-            raise CoNLLUError(path, start + offset, f"invalid ID {token_id!r}")
+            raise CoNLLUError(path, number, f"invalid ID {token_id!r}")
         if not columns[6].isdigit():
-            raise CoNLLUError(path, start + offset, f"HEAD must be a non-negative integer, found {columns[6]!r}")
-        word_lines.append(start + offset)
+            raise CoNLLUError(path, number, f"HEAD must be a non-negative integer, found {columns[6]!r}")
+        if columns[3] != "_" and columns[3] not in UPOS_ID:
+            raise CoNLLUError(path, number, f"UPOS {columns[3]!r} is not one of the 17 UD tags")
+        if columns[7] != "_" and universal_deprel(columns[7]) not in DEPREL_ID:
+            raise CoNLLUError(path, number, f"DEPREL {columns[7]!r} is not a universal relation (or a subtype)")
+        word_lines.append(number)
     if not word_lines:
         raise CoNLLUError(path, start, "sentence has no word lines")
+    for first, last, number in ranges:
+        if last > len(word_lines) or number == start + len(lines) - 1:
+            raise CoNLLUError(path, number, f"multiword token {first}-{last} ends after the last word "
+                                            f"({len(word_lines)})")
     try:
         tokens = conllu.parse_token_and_metadata("\n".join(lines) + "\n")
     except conllu.exceptions.ParseException as err:
         raise CoNLLUError(path, start, str(err)) from err
     return _sentence(path, start, tokens, word_lines, lines)
+
+
+def _word_range(path: Path, number: int, token_id: str, ranges: List[Tuple[int, int, int]]) -> Tuple[int, int, int]:
+    """A multiword token's "first-last" ID, checked: at least two words, after any previous range."""
+    first, _, last = token_id.partition("-")
+    if not (first.isdigit() and last.isdigit()):
+        raise CoNLLUError(path, number, f"invalid multiword token ID {token_id!r}")
+    if int(last) <= int(first):
+        raise CoNLLUError(path, number, f"multiword token {token_id} must span at least two words")
+    if ranges and int(first) <= ranges[-1][1]:
+        raise CoNLLUError(path, number, f"multiword token {token_id} overlaps {ranges[-1][0]}-{ranges[-1][1]}")
+    return int(first), int(last), number
 
 
 def _sentence(path: Path, start: int, tokens: conllu.TokenList, word_lines: List[int], lines: List[str]) -> UDSentence:

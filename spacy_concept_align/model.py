@@ -95,18 +95,28 @@ class ConceptParser(nn.Module):
             deprels = rel_logits.argmax(-1).numpy()
         return upos, heads, deprels
 
-    def predict_heads(self, features: FeatureSet, lang: Optional[str] = None, batch_size: int = 64) -> np.ndarray:
-        """Heads from the arc scorer (`lang`'s own, if it was adapted), decoded into one tree per sentence."""
+    def predict_heads(self, features: FeatureSet, lang: Optional[str] = None, batch_size: int = 64,
+                      max_cells: int = 1_000_000) -> np.ndarray:
+        """Heads from the arc scorer (`lang`'s own, if it was adapted), decoded into one tree per sentence.
+
+        Batches hold at most `batch_size` sentences and `max_cells` padded (dependent, head) scores.
+        """
         arcs = self.arc_scorer(lang)
         heads = np.zeros(features.n_words, dtype=np.int64)
         spans = self._spans(features)
         with self.inference():
-            for b in range(0, len(spans), batch_size):
-                chunk = features.select(range(b, min(b + batch_size, len(spans))))
-                words, roots, mask = self._padded(chunk)
-                trees = decode_batch(arcs(words, roots, mask), mask)
-                for (start, end), tree in zip(spans[b : b + batch_size], trees):
+            b = 0
+            while b < len(spans):
+                e, longest = b + 1, spans[b][1] - spans[b][0]
+                while e < min(len(spans), b + batch_size):
+                    longest = max(longest, spans[e][1] - spans[e][0])
+                    if (e - b + 1) * longest * (longest + 1) > max_cells:
+                        break
+                    e += 1
+                words, roots, mask = self._padded(features.select(range(b, e)))
+                for (start, end), tree in zip(spans[b:e], decode_batch(arcs(words, roots, mask), mask)):
                     heads[start:end] = tree
+                b = e
         return heads
 
     def arc_loss(self, arcs: BiaffineArcScorer, features: FeatureSet) -> torch.Tensor:

@@ -1,7 +1,10 @@
 """Where things live on disk: the cache (built encoder, feature cache) and the UD data directory."""
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 CACHE_ENV = "SPACY_CONCEPT_ALIGN_CACHE"
 UD_ENV = "SPACY_CONCEPT_ALIGN_UD"
@@ -33,3 +36,25 @@ def ud_dir(path: Optional[Path] = None) -> Path:
 
 def _is_ud_dir(path: Path) -> bool:
     return (path / "MANIFEST.tsv").exists() or (path.is_dir() and any(path.glob("UD_*/*.conllu")))
+
+
+@contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """A temporary folder beside `target` to write into; it becomes `target` only if the block succeeds.
+
+    A failure part-way leaves no half-written folder (and any previous `target` untouched).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if target.exists():
+            old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".old"))
+            os.replace(target, old / target.name)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -304,28 +304,56 @@ class ConceptAlign(TrainablePipe):
 
     def _state(self) -> Tuple[dict, bytes]:
         cfg = dict(self.cfg, languages=self.languages, arc_languages=sorted(self.net.language_arcs),
-                   width=self.net.width)  # "meta": how it was trained
+                   width=self.net.width, encoder_vocab=self.encoder.vocab_size)  # "meta": how it was trained
         state = {k: v.contiguous() for k, v in self.net.state_dict().items()}
         return cfg, save_tensors(state)
 
-    def _set_state(self, cfg: dict, weights: bytes) -> None:
-        for lang in cfg.get("languages", []):
-            self.net.add_language(lang)
-        for lang in cfg.get("arc_languages", []):
-            self.net.language_arcs[lang] = copy.deepcopy(self.net.arcs)
-        if cfg.get("width") not in (None, self.net.width):
-            raise ValueError(f"Saved weights expect {cfg['width']}-d vectors but the encoder gives {self.net.width}-d")
-        saved_encoder = cfg.get("encoder", {})
-        if saved_encoder and saved_encoder != self.cfg["encoder"]:
-            logger.warning("concept_align: weights were trained with encoder %s, now used with %s",
-                           saved_encoder, self.cfg["encoder"])
-        self.net.load_state_dict(load_tensors(weights), strict=True)
+    def _set_state(self, cfg: dict, weights: bytes, source: str = "weights") -> None:
+        """Check everything first, then load: on any error the component is left as it was."""
+        self._check_encoder(cfg, source)
+        try:
+            tensors = load_tensors(weights)
+        except Exception as err:  # safetensors reports a truncated or foreign file as SafetensorError
+            raise ValueError(f"{source}: not a readable safetensors file ({err})") from None
+        for net in (copy.deepcopy(self.net), self.net):  # a trial run on a copy, then the real one
+            for lang in cfg.get("languages", []):
+                net.add_language(lang)
+            for lang in cfg.get("arc_languages", []):
+                net.language_arcs[lang] = copy.deepcopy(net.arcs)
+            try:
+                net.load_state_dict(tensors, strict=True)
+            except RuntimeError as err:
+                problem = str(err).split("\n\t", 1)[-1].split("\n")[0]
+                raise ValueError(f"{source}: the weights do not fit this component ({problem})") from None
         self.cfg["meta"] = cfg.get("meta", {})
+
+    def _check_encoder(self, cfg: dict, source: str) -> None:
+        """Weights only mean something on the encoder (model, layer, pooling) they were trained with."""
+        saved, current = cfg.get("encoder", {}), self.cfg["encoder"]
+        problems = [f"{key} {saved[key]!r} (now {current[key]!r})" for key in ("layer", "pooling")
+                    if key in saved and saved[key] != current[key]]
+        if cfg.get("width") not in (None, self.encoder.width):
+            problems.append(f"{cfg['width']}-d vectors (now {self.encoder.width}-d)")
+        if cfg.get("encoder_vocab") not in (None, self.encoder.vocab_size):
+            problems.append(f"a {cfg['encoder_vocab']}-piece vocabulary (now {self.encoder.vocab_size})")
+        if problems:
+            raise ValueError(f"{source}: trained on encoder {saved.get('name', '?')!r} with {', '.join(problems)}; "
+                             "set [components.concept_align.model.encoder] to the encoder the weights were trained on")
+        if saved.get("name", current["name"]) != current["name"]:  # same shape: a copy of the model, or a sibling
+            logger.warning("concept_align: weights were trained with encoder %r, now used with %r",
+                           saved["name"], current["name"])
 
     def load_weights(self, path: Union[str, Path]) -> None:
         """Load a component directory written by to_disk (cfg.json + model.safetensors)."""
         path = Path(path)
-        self._set_state(srsly.read_json(path / "cfg.json"), (path / "model.safetensors").read_bytes())
+        missing = [name for name in ("cfg.json", "model.safetensors") if not (path / name).is_file()]
+        if missing:
+            raise ValueError(f"{path}: not a saved concept_align component (missing {', '.join(missing)})")
+        try:
+            cfg = srsly.read_json(path / "cfg.json")
+        except ValueError as err:
+            raise ValueError(f"{path / 'cfg.json'}: not valid JSON ({err})") from None
+        self._set_state(cfg, (path / "model.safetensors").read_bytes(), str(path / "model.safetensors"))
 
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
         path = Path(path)
@@ -343,8 +371,12 @@ class ConceptAlign(TrainablePipe):
         return srsly.msgpack_dumps({"cfg": json.dumps(cfg), "weights": weights})
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "ConceptAlign":
-        data = srsly.msgpack_loads(bytes_data)
-        self._set_state(json.loads(data["cfg"]), data["weights"])
+        try:
+            data = srsly.msgpack_loads(bytes_data)
+            cfg, weights = json.loads(data["cfg"]), data["weights"]
+        except Exception as err:
+            raise ValueError(f"{self.name}.from_bytes: not a serialized concept_align component ({err})") from None
+        self._set_state(cfg, weights, f"{self.name}.from_bytes")
         return self
 
 
@@ -362,11 +394,15 @@ def _check_labels(examples: Sequence[Example]) -> None:
                          "universal relations; `root` or `ROOT` for the root)")
 
 
+#: Longer stretches without a sentence boundary are parsed in pieces of this many words, each its own tree: hardly
+#: any real sentence is this long, and arc scores and tree decoding grow with the square of the length.
+LONGEST_TREE = 300
+
+
 def _sentence_spans(doc: Doc) -> List[Span]:
     """The doc's sentences when it has boundaries (sentencizer, gold, a parse), else the whole doc as one."""
-    if doc.has_annotation("SENT_START") or doc.has_annotation("DEP"):
-        return list(doc.sents)
-    return [doc[:]]
+    sents = list(doc.sents) if doc.has_annotation("SENT_START") or doc.has_annotation("DEP") else [doc[:]]
+    return [doc[start : min(start + LONGEST_TREE, s.end)] for s in sents for start in range(s.start, s.end, LONGEST_TREE)]
 
 
 def _dep_label(token, attr: str) -> str:

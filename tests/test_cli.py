@@ -8,7 +8,7 @@ from spacy_concept_align.cli import app
 from spacy_concept_align.corpus import find_treebank, read_conllu, read_docs, unannotated
 
 runner = CliRunner()
-COMMANDS = ["encoder build", "features", "convert", "tag", "train", "ship-default", "adapt", "evaluate", "curve",
+COMMANDS = ["encoder build", "features", "convert", "tag", "train", "ship-default", "adapt", "evaluate", "curve", "bench",
             "analyze", "demo"]
 
 

@@ -249,6 +249,68 @@ def test_errors_name_file_and_line(tmp_path, edit, line, fragment):
     assert info.value.path == str(path) and info.value.line == line
 
 
+def _second_sentence_lines(tmp_path, lines) -> Path:
+    """GOOD, then a second sentence (from line 7) made of `lines`."""
+    path = tmp_path / "xx_bad-ud-test.conllu"
+    path.write_text(GOOD + "\n".join(lines) + "\n\n", encoding="utf-8")
+    return path
+
+
+WORDS = GOOD.splitlines()[2:5]
+RANGE = "\t".join(["{}", "Ab"] + ["_"] * 8)
+
+
+@pytest.mark.parametrize(
+    "lines,line,fragment",
+    [
+        ([RANGE.format("1-4")] + WORDS, 7, "multiword token 1-4 ends after the last word (3)"),
+        ([RANGE.format("1-1")] + WORDS, 7, "multiword token 1-1 must span at least two words"),
+        ([RANGE.format("2-3")] + WORDS, 7, "multiword token 2-3 must be followed by word 2"),
+        (WORDS[:1] + [RANGE.format("1-2")] + WORDS[1:], 8, "multiword token 1-2 must be followed by word 1"),
+        ([RANGE.format("1-2"), WORDS[0], RANGE.format("2-3")] + WORDS[1:], 9, "overlaps 1-2"),
+        ([RANGE.format("a-b")] + WORDS, 7, "invalid multiword token ID"),
+        (WORDS + [RANGE.format("3-4")], 10, "multiword token 3-4 ends after the last word"),
+        ([WORDS[0].replace("DET", "DETERMINER")] + WORDS[1:], 7, "UPOS 'DETERMINER' is not one of the 17 UD tags"),
+        ([WORDS[0].replace("\tdet\t", "\tdeterminer:x\t")] + WORDS[1:], 7, "DEPREL 'determiner:x' is not"),
+    ],
+    ids=["range-past-end", "range-of-one", "range-not-followed", "range-after-its-word", "overlapping-ranges",
+         "range-not-numbers", "range-at-the-end", "unknown-upos", "unknown-deprel"],
+)
+def test_more_errors_name_file_and_line(tmp_path, lines, line, fragment):
+    path = _second_sentence_lines(tmp_path, lines)
+    with pytest.raises(CoNLLUError) as info:
+        read_conllu(path)
+    assert str(info.value).startswith(f"{path}:{line}: "), str(info.value)
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n  \n", "# just a comment\n\n"], ids=["empty", "blank", "comments-only"])
+def test_a_file_without_sentences_is_an_error(tmp_path, text):
+    path = tmp_path / "xx_empty-ud-test.conllu"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CoNLLUError, match="holds no sentences|no word lines") as info:
+        read_conllu(path)
+    assert str(info.value).startswith(f"{path}:1: ")
+
+
+@pytest.mark.parametrize("variant", ["bom", "crlf", "no-final-newline", "all-three"])
+def test_tolerated_variants_read_like_the_clean_file(tmp_path, variant):
+    """Documented tolerance: a UTF-8 byte-order mark, Windows line ends and a missing final newline."""
+    clean = tmp_path / "clean-ud-test.conllu"
+    clean.write_text(GOOD + GOOD, encoding="utf-8")
+    text = GOOD + GOOD
+    if variant in ("bom", "all-three"):
+        text = "\ufeff" + text
+    if variant in ("crlf", "all-three"):
+        text = text.replace("\n", "\r\n")
+    if variant in ("no-final-newline", "all-three"):
+        text = text.rstrip()
+    other = tmp_path / "variant-ud-test.conllu"
+    other.write_bytes(text.encode("utf-8"))
+    read = lambda path: [(s.words, s.spaces, s.upos, s.heads, s.deprels, s.line) for s in read_conllu(path)]
+    assert read(other) == read(clean)
+
+
 def test_good_file_reads(tmp_path):
     path = _broken(tmp_path)
     sentences = read_conllu(path)

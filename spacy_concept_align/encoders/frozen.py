@@ -7,7 +7,7 @@ import hashlib
 import logging
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -17,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 POOLINGS = ("first", "mean", "last")
 PRECISIONS = ("fp32", "int8")
+#: Padded pieces per forward pass, whatever the batch size: bounds memory when windows are long.
+MAX_BATCH_PIECES = 2048
 _BARE_SPACE = "▁Ġ "  # SentencePiece / byte-level BPE word-boundary markers
 
 #: What the encoder gives for one sentence: word vectors (n_words x width) and the sentence's root vector.
@@ -136,13 +138,22 @@ class FrozenEncoder:
     def model(self):
         return _load(self.path, self.layer, self.precision)[1]
 
-    @property
-    def width(self) -> int:
-        """The vector size, read from the model's config (no weights are loaded for this)."""
+    @cached_property
+    def config(self):
+        """The model's config (read once; no weights are loaded for it)."""
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(self.path)
-        return getattr(config, "hidden_size", None) or config.n_embd
+        return AutoConfig.from_pretrained(self.path)
+
+    @property
+    def width(self) -> int:
+        """The vector size."""
+        return getattr(self.config, "hidden_size", None) or self.config.n_embd
+
+    @property
+    def vocab_size(self) -> int:
+        """The tokenizer's vocabulary size: with the width, what tells one model from another."""
+        return self.config.vocab_size
 
     @property
     def fingerprint(self) -> str:
@@ -173,9 +184,9 @@ class FrozenEncoder:
         jobs.sort(key=lambda job: min(window, len(pieces[job[0]][0]) - job[1]))
         states = {}
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        lengths = [len(prefix) + min(window, len(pieces[s][0]) - start) + len(suffix) for s, start in jobs]
         with torch.inference_mode():
-            for b in range(0, len(jobs), self.batch_size):
-                batch = jobs[b : b + self.batch_size]
+            for batch in _batches(jobs, lengths, self.batch_size, MAX_BATCH_PIECES):
                 inputs = [prefix + pieces[s][0][start : start + window] + suffix for s, start in batch]
                 width = max(map(len, inputs))
                 ids = torch.full((len(inputs), width), pad_id, dtype=torch.long)
@@ -254,6 +265,19 @@ class FrozenEncoder:
         words = np.stack([piece_states[pos].mean(axis=0) for pos in words_of])
         root = states[s, 0][0] if n_prefix else words.mean(axis=0)
         return words, root.astype(np.float32)
+
+
+def _batches(jobs: list, lengths: List[int], size: int, max_pieces: int) -> Iterator[list]:
+    """Consecutive (length-sorted) jobs, at most `size` per batch and at most `max_pieces` padded pieces."""
+    batch, longest = [], 0
+    for job, length in zip(jobs, lengths):
+        if batch and (len(batch) == size or max(longest, length) * (len(batch) + 1) > max_pieces):
+            yield batch
+            batch, longest = [], 0
+        batch.append(job)
+        longest = max(longest, length)
+    if batch:
+        yield batch
 
 
 def _window_starts(n: int, window: int) -> List[int]:
