@@ -283,7 +283,7 @@ def test_pickled_encoder_weights_are_never_executed(tiny_bert_dir, tmp_path):
     (encoder_dir / "model.safetensors").unlink()
     marker = tmp_path / "pwned"
     (encoder_dir / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
-    with pytest.raises(Exception, match="(?i)weights.only"):  # torch.load(weights_only=True) refuses the payload
+    with pytest.raises(OSError, match="Unable to load weights"):  # torch.load(weights_only=True) refuses it
         FrozenEncoder(str(encoder_dir), 1)([["a", "b"]])
     assert not marker.exists()
 
