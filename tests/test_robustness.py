@@ -274,6 +274,7 @@ def test_planted_pickle_is_never_executed(copy_of, tmp_path, tiny_bert_dir):
     assert not marker.exists()
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickled_encoder_weights_are_never_executed(tiny_bert_dir, tmp_path):
     """An encoder directory with only a pickled pytorch_model.bin: transformers refuses to unpickle code."""
     from spacy_concept_align.encoders import FrozenEncoder
