@@ -26,6 +26,25 @@ def tiny_gpt2_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_pipeline_dir(tiny_bert_dir, tmp_path_factory):
+    """A saved blank-xx + concept_align pipeline on the tiny BERT, initialised on 20 real English sentences.
+    Tests copy it before changing anything in it."""
+    import spacy
+    from spacy.training import Example
+
+    from spacy_concept_align.corpus import find_treebank, read_docs, unannotated
+
+    nlp = spacy.blank("xx")
+    nlp.add_pipe("concept_align", config={"init_weights": None, "min_count": 1, "model": {
+        "encoder": {"name": str(tiny_bert_dir), "layer": 2}}})
+    gold = read_docs(find_treebank("en_ewt", "dev").path, nlp.vocab, limit=20)
+    nlp.initialize(lambda: [Example(unannotated(d), d) for d in gold])
+    path = tmp_path_factory.mktemp("tiny-pipeline") / "pipeline"
+    nlp.to_disk(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def ud_file():
     """Path of one split of a real UD treebank from the shared data directory (MANIFEST.tsv), e.g. ud_file("en_ewt", "dev")."""
     from spacy_concept_align.corpus import find_treebank

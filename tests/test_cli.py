@@ -1,11 +1,10 @@
 """The command line: --help everywhere, and tag / adapt / convert on real UD files with a small saved pipeline."""
 import pytest
 import spacy
-from spacy.training import Example
 from typer.testing import CliRunner
 
 from spacy_concept_align.cli import app
-from spacy_concept_align.corpus import find_treebank, read_conllu, read_docs, unannotated
+from spacy_concept_align.corpus import find_treebank, read_conllu
 
 runner = CliRunner()
 COMMANDS = ["encoder build", "features", "convert", "tag", "train", "ship-default", "adapt", "evaluate", "curve", "bench",
@@ -19,18 +18,6 @@ def test_every_command_has_help(command):
     assert "Usage" in result.output
 
 
-@pytest.fixture(scope="module")
-def pipeline_dir(tiny_bert_dir, tmp_path_factory):
-    nlp = spacy.blank("xx")
-    nlp.add_pipe("concept_align", config={"init_weights": None, "min_count": 1, "model": {
-        "encoder": {"name": str(tiny_bert_dir), "layer": 2}}})
-    gold = read_docs(find_treebank("en_ewt", "dev").path, nlp.vocab, limit=20)
-    nlp.initialize(lambda: [Example(unannotated(d), d) for d in gold])
-    path = tmp_path_factory.mktemp("cli") / "pipeline"
-    nlp.to_disk(path)
-    return path
-
-
 @pytest.fixture
 def wolof_file(tmp_path):
     source = find_treebank("wo_wtb", "test").path
@@ -40,9 +27,9 @@ def wolof_file(tmp_path):
     return path
 
 
-def test_tag_conllu_keeps_tokenization(pipeline_dir, wolof_file, tmp_path):
+def test_tag_conllu_keeps_tokenization(tiny_pipeline_dir, wolof_file, tmp_path):
     out = tmp_path / "pred.conllu"
-    result = runner.invoke(app, ["tag", str(wolof_file), "-o", str(out), "--pipeline", str(pipeline_dir)])
+    result = runner.invoke(app, ["tag", str(wolof_file), "-o", str(out), "--pipeline", str(tiny_pipeline_dir)])
     assert result.exit_code == 0, result.output
     gold, predicted = read_conllu(wolof_file), read_conllu(out)
     assert [s.words for s in predicted] == [s.words for s in gold]
@@ -51,25 +38,25 @@ def test_tag_conllu_keeps_tokenization(pipeline_dir, wolof_file, tmp_path):
         [line for s in gold for line in s.lines if line.startswith("#")]
 
 
-def test_tag_plain_text(pipeline_dir, tmp_path):
+def test_tag_plain_text(tiny_pipeline_dir, tmp_path):
     text = tmp_path / "in.txt"
     text.write_text("Dafa tàng lool .\n\nNdax dinga ñëw ?\n", encoding="utf-8")
     out = tmp_path / "pred.conllu"
-    result = runner.invoke(app, ["tag", str(text), "-o", str(out), "--pipeline", str(pipeline_dir)])
+    result = runner.invoke(app, ["tag", str(text), "-o", str(out), "--pipeline", str(tiny_pipeline_dir)])
     assert result.exit_code == 0, result.output
     assert [s.words for s in read_conllu(out)] == [["Dafa", "tàng", "lool", "."], ["Ndax", "dinga", "ñëw", "?"]]
 
 
-def test_tag_reports_a_bad_file(pipeline_dir, tmp_path):
+def test_tag_reports_a_bad_file(tiny_pipeline_dir, tmp_path):
     bad = tmp_path / "bad.conllu"
     bad.write_text("1\tword\t_\tNOUN\t_\t_\tx\tdep\t_\t_\n\n", encoding="utf-8")
-    result = runner.invoke(app, ["tag", str(bad), "-o", str(tmp_path / "out.conllu"), "--pipeline", str(pipeline_dir)])
+    result = runner.invoke(app, ["tag", str(bad), "-o", str(tmp_path / "out.conllu"), "--pipeline", str(tiny_pipeline_dir)])
     assert result.exit_code != 0
     assert "bad.conllu:1" in str(result.exception) and not (tmp_path / "out.conllu").exists()
 
 
-def test_adapt_and_convert(pipeline_dir, wolof_file, tmp_path):
-    result = runner.invoke(app, ["adapt", str(pipeline_dir), str(wolof_file), "--lang", "wo", "-o", str(tmp_path / "wo")])
+def test_adapt_and_convert(tiny_pipeline_dir, wolof_file, tmp_path):
+    result = runner.invoke(app, ["adapt", str(tiny_pipeline_dir), str(wolof_file), "--lang", "wo", "-o", str(tmp_path / "wo")])
     assert result.exit_code == 0, result.output
     assert spacy.load(tmp_path / "wo").get_pipe("concept_align").languages == ["wo"]
     result = runner.invoke(app, ["convert", str(wolof_file), "-o", str(tmp_path / "corpus"), "--n-sents", "2"])

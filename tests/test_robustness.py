@@ -5,7 +5,6 @@ Generated text runs through the real shipped pipeline (offline multilingual-e5-s
 import pickle
 import shutil
 
-import numpy as np
 import pytest
 import spacy
 import torch
@@ -13,7 +12,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 from spacy.tokens import Doc
-from spacy.training import Example
 from typer.testing import CliRunner
 
 from spacy_concept_align.cli import app
@@ -189,22 +187,10 @@ def test_bad_adaptation_input_fails_and_changes_nothing(nlp, adapt_support, case
 # ---------------------------------------------------------------------------------------------------------------
 # Saved models: missing, truncated, tampered, mismatched, and pickles that must never run
 
-@pytest.fixture(scope="module")
-def saved(tiny_bert_dir, tmp_path_factory):
-    nlp = spacy.blank("xx")
-    nlp.add_pipe("concept_align", config={"init_weights": None, "min_count": 1, "model": {
-        "encoder": {"name": str(tiny_bert_dir), "layer": 2}}})
-    gold = read_docs(find_treebank("en_ewt", "dev").path, nlp.vocab, limit=20)
-    nlp.initialize(lambda: [Example(unannotated(d), d) for d in gold])
-    path = tmp_path_factory.mktemp("saved") / "pipeline"
-    nlp.to_disk(path)
-    return path
-
-
 @pytest.fixture
-def copy_of(saved, tmp_path):
+def copy_of(tiny_pipeline_dir, tmp_path):
     target = tmp_path / "pipeline"
-    shutil.copytree(saved, target)
+    shutil.copytree(tiny_pipeline_dir, target)
     return target
 
 
@@ -296,12 +282,12 @@ BROKEN = "1\tA\ta\tDET\t_\t_\t2\tdet\t_\t_\n2\tb\tb\tNOUN\t_\t_\t0\troot\t_\t_\n
 
 
 @pytest.mark.parametrize("command", ["tag", "adapt"])
-def test_commands_report_broken_files_and_write_nothing(saved, tmp_path, command):
+def test_commands_report_broken_files_and_write_nothing(tiny_pipeline_dir, tmp_path, command):
     bad = tmp_path / "xx_bad-ud-test.conllu"
     bad.write_text(BROKEN, encoding="utf-8")
     out = tmp_path / "out" / ("pred.conllu" if command == "tag" else "adapted")
-    args = {"tag": ["tag", str(bad), "-o", str(out), "--pipeline", str(saved)],
-            "adapt": ["adapt", str(saved), str(bad), "--lang", "xx", "-o", str(out)]}[command]
+    args = {"tag": ["tag", str(bad), "-o", str(out), "--pipeline", str(tiny_pipeline_dir)],
+            "adapt": ["adapt", str(tiny_pipeline_dir), str(bad), "--lang", "xx", "-o", str(out)]}[command]
     result = runner.invoke(app, args)
     assert result.exit_code != 0
     assert f"{bad}:3: HEAD 7 is out of range" in str(result.exception)
