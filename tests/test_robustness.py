@@ -4,6 +4,7 @@ Generated text runs through the real shipped pipeline (offline multilingual-e5-s
 """
 import pickle
 import shutil
+from pathlib import Path
 
 import pytest
 import spacy
@@ -281,16 +282,27 @@ def test_pickled_encoder_weights_are_never_executed(tiny_bert_dir, tmp_path):
 BROKEN = "1\tA\ta\tDET\t_\t_\t2\tdet\t_\t_\n2\tb\tb\tNOUN\t_\t_\t0\troot\t_\t_\n3\tc\tc\tNOUN\t_\t_\t7\tnmod\t_\t_\n\n"
 
 
-@pytest.mark.parametrize("command", ["tag", "adapt"])
-def test_commands_report_broken_files_and_write_nothing(tiny_pipeline_dir, tmp_path, command):
-    bad = tmp_path / "xx_bad-ud-test.conllu"
-    bad.write_text(BROKEN, encoding="utf-8")
-    out = tmp_path / "out" / ("pred.conllu" if command == "tag" else "adapted")
-    args = {"tag": ["tag", str(bad), "-o", str(out), "--pipeline", str(tiny_pipeline_dir)],
-            "adapt": ["adapt", str(tiny_pipeline_dir), str(bad), "--lang", "xx", "-o", str(out)]}[command]
+@pytest.mark.parametrize("command", ["tag", "adapt", "evaluate", "train"])
+def test_commands_report_broken_files_and_write_nothing(tiny_pipeline_dir, tiny_bert_dir, tmp_path, command):
+    data_dir = tmp_path / "ud"
+    (data_dir / "UD_Xx-Bad").mkdir(parents=True)
+    for split in ("train", "dev", "test"):
+        (data_dir / "UD_Xx-Bad" / f"xx_bad-ud-{split}.conllu").write_text(BROKEN, encoding="utf-8")
+    bad = data_dir / "UD_Xx-Bad" / ("xx_bad-ud-train.conllu" if command == "train" else "xx_bad-ud-test.conllu")
+    out = tmp_path / "out" / ("pred.conllu" if command == "tag" else command)
+    pipeline = str(tiny_pipeline_dir)
+    args = {
+        "tag": ["tag", str(bad), "-o", str(out), "--pipeline", pipeline],
+        "adapt": ["adapt", pipeline, str(bad), "--lang", "xx", "-o", str(out)],
+        "evaluate": ["evaluate", pipeline, "--data-dir", str(data_dir), "--only", "xx", "--no-baselines", "-o", str(out)],
+        "train": ["train", str(Path(__file__).parents[1] / "configs" / "default.cfg"), str(out), "--data-dir", str(data_dir),
+                  "--set", f"model.encoder.name={tiny_bert_dir}", "--set", "model.encoder.layer=2",
+                  "--set", 'languages.source=["xx"]', "--set", 'languages.train=["xx"]',
+                  "--set", 'languages.validation=["xx"]'],
+    }[command]
     result = runner.invoke(app, args)
     assert result.exit_code != 0
-    assert f"{bad}:3: HEAD 7 is out of range" in str(result.exception)
+    assert f"{bad}:3: HEAD 7 is out of range" in str(result.exception), result.output
     assert not out.exists()
 
 
