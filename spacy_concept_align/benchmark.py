@@ -91,12 +91,14 @@ def run_benchmark(cases: Sequence[Case], sentences: List[UDSentence], pipeline: 
             results.append(dict(asdict(case), **result))
             print(f"{case.label}: {result['words_per_s']:.0f} words/s, peak RSS {result['peak_rss_mb']:.0f} MB",
                   flush=True)
-    speed = {r["label"][:2]: r["words_per_s"] for r in results}
+    speed = {}  # each system's first case is its headline (default_cases lists those first)
+    for r in results:
+        speed.setdefault(r["system"], r["words_per_s"])
     ratios = {}
-    if {"1.", "2."} <= speed.keys():
-        ratios["pipeline / bare encoder (2/1)"] = speed["2."] / speed["1."]
-    if {"2.", "3."} <= speed.keys():
-        ratios["pipeline / spaCy transformer pipeline (2/3)"] = speed["2."] / speed["3."]
+    if {"encoder", "concept_align"} <= speed.keys():
+        ratios["pipeline / bare encoder (2/1)"] = speed["concept_align"] / speed["encoder"]
+    if {"concept_align", "spacy-trf"} <= speed.keys():
+        ratios["pipeline / spaCy transformer pipeline (2/3)"] = speed["concept_align"] / speed["spacy-trf"]
     return {"machine": machine(), "n_sentences": len(sentences), "n_words": sum(map(len, sentences)),
             "languages": list(langs), "cases": results, "ratios": ratios}
 
