@@ -17,7 +17,6 @@ from .corpus import UDSentence, find_treebank, read_conllu
 
 #: Test sentences from these languages: Latin, Arabic, Hebrew, Devanagari, Japanese, Greek, Armenian, Hangul.
 BENCH_LANGS = ("wo", "ga", "ar", "he", "hi", "ja", "el", "hy", "ug", "ko")
-SYSTEMS = ("encoder", "concept_align", "spacy-trf")
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ def default_cases(threads: int = 2) -> List[Case]:
     """The reference, the pipeline, the alternative; then processes, batch sizes, document length, precision."""
     base = Case("concept_align", "concept_align", threads)
     return [
-        Case("1. bare encoder (full HF model, 12 layers)", "encoder", threads),
+        Case("1. bare encoder (full HF model, all layers)", "encoder", threads),
         Case("1b. bare encoder, length-sorted batches", "encoder", threads, sort=True),
         replace(base, label="2. concept_align pipeline"),
         Case("3. spaCy transformer + tagger + parser", "spacy-trf", threads),
@@ -160,10 +159,7 @@ def _encoder_runner(case: Case, sentences, pipeline):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from .encoders import OFFLINE_NAME
-    from .encoders.frozen import resolve_model
-
-    path = resolve_model(OFFLINE_NAME)
+    path = _encoder_path(pipeline)
     tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
 
     def process(batch):
@@ -177,17 +173,28 @@ def _encoder_runner(case: Case, sentences, pipeline):
     return process
 
 
+def _encoder_path(pipeline: str) -> str:
+    """The full model behind the pipeline's encoder (all its layers): what the reference systems run."""
+    from spacy.util import load_config
+
+    from .encoders.frozen import resolve_model
+
+    config = load_config(Path(pipeline) / "config.cfg")
+    return resolve_model(config["components"]["concept_align"]["model"]["encoder"]["name"])
+
+
 def _docs(nlp, sentences, doc_words: int):
     from .corpus import sentences_to_doc, unannotated
 
     if not doc_words:
         return [unannotated(sentences_to_doc(nlp.vocab, [s])) for s in sentences]
-    groups, group = [], []
+    groups, group, words = [], [], 0
     for sentence in sentences:
         group.append(sentence)
-        if sum(map(len, group)) >= doc_words:
+        words += len(sentence)
+        if words >= doc_words:
             groups.append(group)
-            group = []
+            group, words = [], 0
     return [unannotated(sentences_to_doc(nlp.vocab, g)) for g in groups + ([group] if group else [])]
 
 
@@ -213,14 +220,12 @@ def _spacy_trf_runner(case: Case, sentences, pipeline):
     from spacy.training import Example
 
     from .corpus import sentences_to_doc
-    from .encoders import OFFLINE_NAME
-    from .encoders.frozen import resolve_model
 
     listener = {"@architectures": "spacy-transformers.TransformerListener.v1", "grad_factor": 1.0,
                 "pooling": {"@layers": "reduce_mean.v1"}}
     nlp = spacy.blank("xx")
     nlp.add_pipe("transformer", config={"model": {
-        "@architectures": "spacy-transformers.TransformerModel.v3", "name": resolve_model(OFFLINE_NAME),
+        "@architectures": "spacy-transformers.TransformerModel.v3", "name": _encoder_path(pipeline),
         "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 128, "stride": 96},
         "tokenizer_config": {"use_fast": True}}})
     nlp.add_pipe("tagger", config={"model": {"@architectures": "spacy.Tagger.v2", "tok2vec": listener}})
@@ -241,18 +246,11 @@ def _spacy_trf_runner(case: Case, sentences, pipeline):
 
 
 def _accuracy(sentences: List[UDSentence], docs) -> Dict[str, float]:
-    """UPOS, UAS, LAS (universal relations, punctuation included) against the sentences' gold annotation."""
-    from .labels import universal_deprel
+    """UPOS, UAS, LAS (CoNLL 2018, as `evaluate` scores them) against the sentences' gold annotation, as fractions."""
+    from .evaluation import conll18_scores, doc_labels, gold_labels
 
-    n = pos = uas = las = 0
-    for sentence, doc in zip(sentences, docs):
-        for token, upos, head, rel in zip(doc, sentence.upos, sentence.heads, sentence.deprels):
-            predicted_head = 0 if token.head.i == token.i else token.head.i + 1
-            n += 1
-            pos += token.pos_ == upos
-            uas += predicted_head == head
-            las += predicted_head == head and universal_deprel(token.dep_) == universal_deprel(rel)
-    return {"pos_acc": pos / n, "dep_uas": uas / n, "dep_las": las / n}
+    scores = conll18_scores(gold_labels(sentences), *doc_labels(docs))
+    return {"pos_acc": scores.upos / 100, "dep_uas": scores.uas / 100, "dep_las": scores.las / 100}
 
 
 def _peak_rss_mb() -> float:

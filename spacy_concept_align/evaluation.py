@@ -8,14 +8,16 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from .corpus import TreebankFile, list_treebanks
+from spacy.tokens import Doc
+
+from .corpus import TreebankFile, UDSentence, list_treebanks
 from .features import FeatureSet, extract_features
-from .labels import DEPRELS, ROOT_ID, UPOS
+from .labels import DEPREL_ID, DEPRELS, ROOT_ID, UPOS, UPOS_ID, universal_deprel
 from .model import ConceptParser, tensor
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,26 @@ def conll18_scores(gold: FeatureSet, upos: np.ndarray, heads: np.ndarray, deprel
     return Scores(100 * float(np.mean(upos == gold.upos)) if n else 0.0, 100 * float(np.mean(head_ok)) if n else 0.0,
                   100 * float(np.mean(head_ok & label_ok)) if n else 0.0,
                   100 * float(np.mean(label_ok)) if n else 0.0, n)
+
+
+def gold_labels(sentences: Sequence[UDSentence]) -> FeatureSet:
+    """The sentences' gold UPOS, heads and relations as a label-only FeatureSet (no vectors), for conll18_scores."""
+    return FeatureSet(np.zeros((sum(map(len, sentences)), 0)), np.zeros((len(sentences), 0)),
+                      np.concatenate([[0], np.cumsum([len(s) for s in sentences])]),
+                      np.array([UPOS_ID[t] for s in sentences for t in s.upos]),
+                      np.array([h for s in sentences for h in s.heads]),
+                      np.array([DEPREL_ID[r] for s in sentences for r in s.deprels]))
+
+
+def doc_labels(docs: Iterable[Doc]) -> tuple:
+    """UPOS ids, heads (0 = root, k = k-th word of the doc) and universal relation ids a pipeline set on docs."""
+    upos, heads, deprels = [], [], []
+    for doc in docs:
+        for token in doc:
+            upos.append(UPOS_ID.get(token.pos_, UPOS_ID["X"]))
+            heads.append(0 if token.head.i == token.i else token.head.i + 1)
+            deprels.append(DEPREL_ID.get(universal_deprel(token.dep_), DEPREL_ID["dep"]))
+    return np.array(upos), np.array(heads), np.array(deprels)
 
 
 class NearestMeans:

@@ -12,6 +12,7 @@ from torch import nn
 
 from .aligner import ConceptAligner
 from .arcs import BiaffineArcScorer, decode_batch, pad_batch
+from .batching import padded_batches
 from .features import FeatureSet
 from .labels import DEPRELS, ROOT_ID, UPOS
 
@@ -104,19 +105,13 @@ class ConceptParser(nn.Module):
         arcs = self.arc_scorer(lang)
         heads = np.zeros(features.n_words, dtype=np.int64)
         spans = self._spans(features)
+        cells = [(end - start) * (end - start + 1) for start, end in spans]
         with self.inference():
-            b = 0
-            while b < len(spans):
-                e, longest = b + 1, spans[b][1] - spans[b][0]
-                while e < min(len(spans), b + batch_size):
-                    longest = max(longest, spans[e][1] - spans[e][0])
-                    if (e - b + 1) * longest * (longest + 1) > max_cells:
-                        break
-                    e += 1
-                words, roots, mask = self._padded(features.select(range(b, e)))
-                for (start, end), tree in zip(spans[b:e], decode_batch(arcs(words, roots, mask), mask)):
+            for batch in padded_batches(cells, batch_size, max_cells):
+                words, roots, mask = self._padded(features.select(batch))
+                trees = decode_batch(arcs(words, roots, mask), mask)
+                for (start, end), tree in zip(spans[batch.start : batch.stop], trees):
                     heads[start:end] = tree
-                b = e
         return heads
 
     def arc_loss(self, arcs: BiaffineArcScorer, features: FeatureSet) -> torch.Tensor:

@@ -5,14 +5,12 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
 from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 
 from .corpus import read_docs, read_conllu, sentences_to_doc, unannotated
 from .encoders import truncated_model_dir
-from .features import FeatureSet
-from .labels import DEPREL_ID, UPOS_ID, universal_deprel
+from .evaluation import doc_labels, gold_labels
 from .training import pool_file
 
 logger = logging.getLogger(__name__)
@@ -68,16 +66,5 @@ def _initialized_transformer(path: Path, encoder: str, layer: int) -> Path:
 def predict_treebank(nlp, path: Path) -> tuple:
     """Gold labels (as a label-only FeatureSet) and the spaCy pipeline's UPOS, heads and relations, per word."""
     sentences = read_conllu(path)
-    gold = FeatureSet(np.zeros((sum(map(len, sentences)), 0)), np.zeros((len(sentences), 0)),
-                      np.concatenate([[0], np.cumsum([len(s) for s in sentences])]),
-                      np.array([UPOS_ID[t] for s in sentences for t in s.upos]),
-                      np.array([h for s in sentences for h in s.heads]),
-                      np.array([DEPREL_ID[r] for s in sentences for r in s.deprels]))
     docs = (unannotated(sentences_to_doc(nlp.vocab, [s])) for s in sentences)
-    upos, heads, deprels = [], [], []
-    for doc in nlp.pipe(docs, batch_size=64):
-        for token in doc:
-            upos.append(UPOS_ID.get(token.pos_, UPOS_ID["X"]))
-            heads.append(0 if token.head.i == token.i else token.head.i + 1)
-            deprels.append(DEPREL_ID.get(universal_deprel(token.dep_), DEPREL_ID["dep"]))
-    return gold, np.array(upos), np.array(heads), np.array(deprels)
+    return (gold_labels(sentences), *doc_labels(nlp.pipe(docs, batch_size=64)))

@@ -241,3 +241,13 @@ def test_offline_encoder_words_the_tokenizer_drops(offline_encoder_dir):
     assert len(chosen) == len(words) and all(chosen)
     (vectors, root), = encoder([words])
     assert vectors.shape == (5, 384) and np.isfinite(vectors).all()
+
+
+def test_padded_batches_bound_count_and_padded_size():
+    from spacy_concept_align.batching import padded_batches
+
+    costs = [2, 3, 3, 5, 9, 9, 40, 100]
+    batches = list(padded_batches(costs, size=3, budget=20))
+    assert [list(b) for b in batches] == [[0, 1, 2], [3, 4], [5], [6], [7]]  # 40 and 100 exceed it alone
+    assert [i for b in batches for i in b] == list(range(len(costs)))
+    assert list(padded_batches([], size=3, budget=20)) == []

@@ -7,11 +7,13 @@ import hashlib
 import logging
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Iterator, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 import torch
 from spacy.util import registry
+
+from ..batching import padded_batches
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +188,8 @@ class FrozenEncoder:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         lengths = [len(prefix) + min(window, len(pieces[s][0]) - start) + len(suffix) for s, start in jobs]
         with torch.inference_mode():
-            for batch in _batches(jobs, lengths, self.batch_size, MAX_BATCH_PIECES):
+            for rows in padded_batches(lengths, self.batch_size, MAX_BATCH_PIECES):
+                batch = jobs[rows.start : rows.stop]
                 inputs = [prefix + pieces[s][0][start : start + window] + suffix for s, start in batch]
                 width = max(map(len, inputs))
                 ids = torch.full((len(inputs), width), pad_id, dtype=torch.long)
@@ -265,19 +268,6 @@ class FrozenEncoder:
         words = np.stack([piece_states[pos].mean(axis=0) for pos in words_of])
         root = states[s, 0][0] if n_prefix else words.mean(axis=0)
         return words, root.astype(np.float32)
-
-
-def _batches(jobs: list, lengths: List[int], size: int, max_pieces: int) -> Iterator[list]:
-    """Consecutive (length-sorted) jobs, at most `size` per batch and at most `max_pieces` padded pieces."""
-    batch, longest = [], 0
-    for job, length in zip(jobs, lengths):
-        if batch and (len(batch) == size or max(longest, length) * (len(batch) + 1) > max_pieces):
-            yield batch
-            batch, longest = [], 0
-        batch.append(job)
-        longest = max(longest, length)
-    if batch:
-        yield batch
 
 
 def _window_starts(n: int, window: int) -> List[int]:
