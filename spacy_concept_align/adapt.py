@@ -6,19 +6,27 @@ everything shared frozen. Beyond the original, each a setting so it can be measu
   the original's r x r map, kept near its start by `anchor_weight`); "linear" trains only the original's map;
 - `refine_prototypes`: prototypes re-estimated from the support set, shrunk towards the source ones (prototypical
   networks; the same estimator meta-training optimises for);
-- `adapt_arcs`: a copy of the arc scorer fine-tuned lightly on the support trees, so heads adapt too.
+- `adapt_arcs`: a copy of the arc scorer fine-tuned lightly on the support trees, so heads adapt too;
+- `priors`: word identity (a Lexicon of the support words' tags and relations, suffixes for unseen words) and a
+  relation-given-tags table, added to the model's scores at prediction (spacy_concept_align.lexicon).
+With a whole treebank (`train = "auto"` and at least `whole_treebank` sentences) the same machinery trains more:
+the language's own copy of all of Phi and of the arc scorer, in minibatch epochs ("phi"): in-language quality
+for every language that has annotated data.
 Nothing in the model changes if adaptation fails: the new parts are built aside and swapped in at the end.
 """
 import copy
 import logging
 import time
-from dataclasses import dataclass
-from typing import Dict
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Sequence
 
+import numpy as np
 import torch
 
 from .aligner import LanguageAdaptor
 from .features import FeatureSet
+from .labels import DEPRELS, UPOS
+from .lexicon import LanguagePriors, PriorWeights
 from .model import ConceptParser, _known, tensor
 
 logger = logging.getLogger(__name__)
@@ -26,7 +34,10 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class AdaptSettings:
-    train: str = "outer"  # "outer" (Phi's output layer, per language) or "linear" (the original's r x r adaptor)
+    # "outer" (Phi's output layer, per language), "linear" (the original's r x r adaptor), "phi" (all of Phi, in
+    # minibatch epochs: for a whole treebank) or "auto" ("phi" from `whole_treebank` sentences on, else "outer")
+    train: str = "auto"
+    whole_treebank: int = 100
     steps: int = 100
     lr: float = 0.001
     anchor_weight: float = 0.1  # pull the trained parameters towards their start (the zero-shot solution)
@@ -36,6 +47,21 @@ class AdaptSettings:
     arc_steps: int = 30
     arc_lr: float = 1e-4
     min_sentences: int = 5  # fewer works, with a warning
+    epochs: int = 5  # "phi": passes over the words, in minibatches of `batch_words`
+    batch_words: int = 512
+    arc_epochs: int = 8  # "phi": passes over the sentences for the arc scorer, minibatches of `batch_sentences`
+    arc_context: int = 128  # "phi": the arc scorer reads the words through a BiLSTM of this size (0 = none)
+    batch_sentences: int = 32
+    phi_lr: float = 1e-3
+    priors: bool = True  # word identity + relation-given-tags table (needs the words' forms)
+    prior_weights: PriorWeights = field(default_factory=PriorWeights)
+
+    def mode(self, n_sentences: int) -> str:
+        if self.train == "auto":
+            return "phi" if n_sentences >= self.whole_treebank else "outer"
+        if self.train not in ("outer", "linear", "phi"):
+            raise ValueError(f"AdaptSettings.train must be 'auto', 'outer', 'linear' or 'phi', got {self.train!r}")
+        return self.train
 
 
 def check_support(features: FeatureSet, settings: AdaptSettings) -> None:
@@ -47,12 +73,16 @@ def check_support(features: FeatureSet, settings: AdaptSettings) -> None:
                        len(features), settings.min_sentences)
 
 
-def adapt_language(net: ConceptParser, support: FeatureSet, lang: str, settings: AdaptSettings = AdaptSettings()) -> Dict[str, float]:
-    """Fit `lang`'s adaptors (and arc scorer) on the support set; replace any previous ones for `lang`.
+def adapt_language(net: ConceptParser, support: FeatureSet, lang: str, settings: Optional[AdaptSettings] = None,
+                   forms: Optional[Sequence[str]] = None) -> Dict[str, float]:
+    """Fit `lang`'s adaptors (and arc scorer, and priors when the words' `forms` are given) on the support set;
+    replace any previous ones for `lang`.
 
     RETURNS (Dict[str, float]): seconds taken and final losses.
     """
+    settings = settings or AdaptSettings()
     check_support(support, settings)
+    mode = settings.mode(len(support))
     start = time.perf_counter()
     was_training = net.training
     net.eval()  # no dropout: the shared parts are frozen, only the new adaptors learn
@@ -66,36 +96,39 @@ def adapt_language(net: ConceptParser, support: FeatureSet, lang: str, settings:
     for name, aligner, x, y in (("pos", net.pos, words, upos), ("rel", net.rel, relations, deprels)):
         adaptor = LanguageAdaptor(aligner.phi.outer, len(aligner.valid))
         if (y >= 0).any():
-            report[f"{name}_loss"] = _fit_adaptor(aligner, adaptor, x[y >= 0], y[y >= 0], settings)
+            fit = _fit_phi if mode == "phi" else _fit_adaptor
+            report[f"{name}_loss"] = fit(aligner, adaptor, x[y >= 0], y[y >= 0], settings, mode)
         adaptors[name] = adaptor
     arcs = None
     if settings.adapt_arcs and (support.heads >= 0).any():
-        arcs, report["arc_loss"] = _fit_arcs(net, support, settings)
+        arcs, report["arc_loss"] = (_fit_arcs_epochs if mode == "phi" else _fit_arcs)(net, support, settings)
+    priors = None
+    if settings.priors and forms is not None:
+        if len(forms) != support.n_words:
+            raise ValueError(f"adapt: {len(forms)} word forms for {support.n_words} words")
+        priors = LanguagePriors.from_treebank(forms, support.upos, support.heads, support.deprels, support.offsets,
+                                              len(UPOS), len(DEPRELS), settings.prior_weights)
     # Swap the new parts in only now: a failure above leaves the model as it was.
     net.pos.adaptors[lang], net.rel.adaptors[lang] = adaptors["pos"], adaptors["rel"]
-    if arcs is not None:
-        net.language_arcs[lang] = arcs
-    elif lang in net.language_arcs:
-        del net.language_arcs[lang]
+    for parts, new in ((net.language_arcs, arcs), (net.priors, priors)):
+        if new is not None:
+            parts[lang] = new
+        elif lang in parts:
+            del parts[lang]
     net.train(was_training)
     report["seconds"] = time.perf_counter() - start
     return report
 
 
-def _fit_adaptor(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Tensor, settings: AdaptSettings) -> float:
+def _fit_adaptor(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Tensor, settings: AdaptSettings,
+                 mode: str) -> float:
     """Refine the prototypes from the support set first (in the zero-shot space), then fit the adaptor towards them.
 
     Refining after fitting measured worse: the adaptor had already pulled the support words onto the source
     prototypes, and re-estimating the prototypes from those words undid part of what it learned.
     """
-    if settings.train not in ("outer", "linear"):
-        raise ValueError(f"AdaptSettings.train must be 'outer' or 'linear', got {settings.train!r}")
-    with torch.no_grad():
-        hidden = aligner.phi.hidden(x)  # Phi's first layer is frozen: compute it once
-        source = aligner.prototypes()
-        target = aligner.support_prototypes(adaptor(hidden), y, settings.shrink) if settings.refine_prototypes else source
-        adaptor.prototype_shift.copy_(target - source)
-    params = list((adaptor.outer if settings.train == "outer" else adaptor.linear).parameters())
+    hidden, target = _refine_prototypes(aligner, adaptor, x, y, settings)
+    params = list((adaptor.outer if mode == "outer" else adaptor.linear).parameters())
     start = [p.detach().clone() for p in params]
     optimizer = torch.optim.Adam(params, lr=settings.lr)
     loss = torch.tensor(0.0)
@@ -107,6 +140,59 @@ def _fit_adaptor(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Te
         (loss + anchor).backward()
         optimizer.step()
     return float(loss.detach())
+
+
+def _refine_prototypes(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Tensor, settings: AdaptSettings):
+    """Phi's hidden layer of the support words (frozen: computed once) and the prototypes to fit towards."""
+    with torch.no_grad():
+        hidden = aligner.phi.hidden(x)
+        source = aligner.prototypes()
+        target = aligner.support_prototypes(adaptor(hidden), y, settings.shrink) if settings.refine_prototypes else source
+        adaptor.prototype_shift.copy_(target - source)
+    return hidden, target
+
+
+def _fit_phi(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Tensor, settings: AdaptSettings,
+             mode: str) -> float:
+    """A whole treebank: the language's own copy of all of Phi, in minibatch epochs towards refined prototypes.
+
+    Measured on Wolof / Uyghur full training splits (test UPOS): 85.1 / 86.1 against 72.1 / 81.7 for 200 full-batch
+    steps of the output layer alone, in a tenth of the time.
+    """
+    _, target = _refine_prototypes(aligner, adaptor, x, y, settings)
+    adaptor.own_inner(aligner.phi)
+    params = [*adaptor.inner.parameters(), *adaptor.outer.parameters()]
+    optimizer = torch.optim.Adam(params, lr=settings.phi_lr)
+    generator = torch.Generator().manual_seed(0)
+    loss = torch.tensor(0.0)
+    for _ in range(settings.epochs):
+        for batch in torch.randperm(len(y), generator=generator).split(settings.batch_words):
+            logits = -torch.cdist(adaptor(adaptor.hidden(x[batch], aligner.phi)), target).pow(2)
+            loss = torch.nn.functional.cross_entropy(logits.masked_fill(~aligner.valid, -1e9), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return float(loss.detach())
+
+
+def _fit_arcs_epochs(net: ConceptParser, support: FeatureSet, settings: AdaptSettings):
+    """A whole treebank: the language's own arc scorer, from the multilingual one (+ a context layer), in epochs."""
+    arcs = copy.deepcopy(net.arcs)
+    if settings.arc_context:
+        arcs.add_context(settings.arc_context)
+    arcs.train()  # dropout on: many epochs over the language's own trees
+    optimizer = torch.optim.Adam(arcs.parameters(), lr=settings.phi_lr)
+    order = np.random.default_rng(0)
+    loss = torch.tensor(0.0)
+    for _ in range(settings.arc_epochs):
+        ids = order.permutation(len(support))
+        for i in range(0, len(ids), settings.batch_sentences):
+            loss = net.arc_loss(arcs, support.select(ids[i : i + settings.batch_sentences]))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    arcs.eval()
+    return arcs, float(loss.detach())
 
 
 def _fit_arcs(net: ConceptParser, support: FeatureSet, settings: AdaptSettings):

@@ -48,17 +48,27 @@ class LanguageAdaptor(nn.Module):
     """One language's corrections, each starting where the zero-shot model is, so a new language begins at the
     zero-shot solution: its own copy of Phi's output layer, a linear map after it (identity at birth; the original
     few-shot method trains only this), and a shift of the prototypes (zero unless refined from its examples).
+    With a whole treebank of the language, it also gets its own copy of Phi's first layer (`own_inner`).
     """
 
     def __init__(self, outer: nn.Linear, n_classes: int):
         super().__init__()
         dim = outer.out_features
+        self.inner: Optional[nn.Linear] = None
         self.outer = copy.deepcopy(outer)
         self.linear = nn.Linear(dim, dim)
         with torch.no_grad():
             self.linear.weight.copy_(torch.eye(dim))
             self.linear.bias.zero_()
         self.register_buffer("prototype_shift", torch.zeros(n_classes, dim))
+
+    def own_inner(self, phi: "Phi") -> None:
+        """Give the language its own copy of Phi's first layer (trained on its own treebank)."""
+        self.inner = copy.deepcopy(phi.inner)
+
+    def hidden(self, x: torch.Tensor, phi: "Phi") -> torch.Tensor:
+        """Phi's hidden layer, through the language's own first layer when it has one."""
+        return phi.hidden(x) if self.inner is None else phi.dropout(nn.functional.leaky_relu(self.inner(x), 0.2))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """Concept-space coordinates from Phi's hidden layer."""
@@ -105,7 +115,10 @@ class ConceptAligner(nn.Module):
 
     def embed(self, x: torch.Tensor, lang: Optional[str] = None) -> torch.Tensor:
         """Concept-space coordinates of vectors; through `lang`'s adaptor when it has one."""
-        return self.adaptors[lang](self.phi.hidden(x)) if lang in self.adaptors else self.phi(x)
+        if lang not in self.adaptors:
+            return self.phi(x)
+        adaptor = self.adaptors[lang]
+        return adaptor(adaptor.hidden(x, self.phi))
 
     def logits(self, x: torch.Tensor, lang: Optional[str] = None, prototypes: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Class scores -||A_lang Phi(x) - P_c||^2 (P: the source prototypes, shifted for `lang`, unless given)."""

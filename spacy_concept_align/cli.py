@@ -200,6 +200,49 @@ def adapt(
 
 
 @app.command()
+def specialise(
+    pipeline: str = typer.Argument(..., help="A saved pipeline directory, or 'default' for the shipped default."),
+    output: Path = typer.Argument(..., help="Where to save the pipeline with its in-language adaptations."),
+    data_dir: Optional[Path] = typer.Option(None, help="UD data directory (default: $SPACY_CONCEPT_ALIGN_UD or ../shared/ud)."),
+    min_sentences: int = typer.Option(100, help="A language needs this many sentences in its train (else dev) split."),
+    only: List[str] = typer.Option([], help="Only these languages (repeat or comma-separate)."),
+):
+    """Adapt the pipeline to every language with annotated data, on its whole train (else dev) split; save it."""
+    from .training import specialise as specialise_languages
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    nlp = _load_pipeline(None if pipeline == "default" else Path(pipeline))
+    start = time.perf_counter()
+    report = specialise_languages(nlp, data_dir, min_sentences, _split(only) or None)
+    with atomic_dir(output) as tmp:
+        nlp.to_disk(tmp)
+    typer.echo(f"{len(report)} languages adapted in {time.perf_counter() - start:.0f} s -> {output}")
+
+
+@app.command()
+def languages(
+    pipeline: Optional[Path] = typer.Argument(None, help="A saved pipeline; default: the shipped default."),
+):
+    """What the pipeline knows: languages with in-language adaptations (training size, test score) vs zero-shot."""
+    nlp = _load_pipeline(pipeline)
+    pipe = nlp.get_pipe("concept_align")
+    meta = pipe.cfg.get("meta", {})
+    known = meta.get("in_language", {})
+    typer.echo(f"{'lang':<6} {'treebank':<14} {'trained on':<18} {'test UPOS / UAS / LAS':<24} zero-shot path")
+    for lang in pipe.languages:
+        entry = known.get(lang)
+        if entry is None:
+            source = "meta-training" if lang in meta.get("train", []) else "adapted"
+            typer.echo(f"{lang:<6} {'':<14} {source:<18}")
+            continue
+        test, zero = entry.get("test"), entry.get("test_zero_shot_path")
+        figures = lambda s: f"{s['upos']:.1f} / {s['uas']:.1f} / {s['las']:.1f}" if s else "-"  # noqa: E731
+        typer.echo(f"{lang:<6} {entry['treebank']:<14} {entry['split'] + ' ' + str(entry['sentences']) + ' sents':<18} "
+                   f"{figures(test):<24} {figures(zero)}")
+    typer.echo("every other language: zero-shot (the shared aligner and arc scorer)")
+
+
+@app.command()
 def evaluate(
     pipeline: Optional[Path] = typer.Argument(None, help="A saved pipeline; default: the shipped default."),
     output: Path = typer.Option(Path("metrics"), "--output", "-o", help="Folder for results.md/.json and plots."),

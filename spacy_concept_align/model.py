@@ -4,7 +4,7 @@ Everything here works on FeatureSets (no spaCy, no encoder), so the pipe, meta-t
 evaluation share one implementation of prediction and loss.
 """
 from contextlib import contextmanager
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from .arcs import BiaffineArcScorer, decode_batch, pad_batch
 from .batching import padded_batches
 from .features import FeatureSet
 from .labels import DEPRELS, ROOT_ID, UPOS
+from .lexicon import LanguagePriors
 
 
 def tensor(array: np.ndarray, dtype=torch.float32) -> torch.Tensor:
@@ -39,6 +40,7 @@ class ConceptParser(nn.Module):
         self.rel = ConceptAligner(width, rel_hidden, rel_dim, len(DEPRELS), dropout, token_dropout)
         self.arcs = BiaffineArcScorer(width, arc_hidden, dropout)
         self.language_arcs = nn.ModuleDict()  # arc scorers fine-tuned for one language (few-shot)
+        self.priors: Dict[str, LanguagePriors] = {}  # word forms' labels etc. from a language's own sentences
 
     @property
     def languages(self):
@@ -84,17 +86,26 @@ class ConceptParser(nn.Module):
         finally:
             self.train(was_training)
 
-    def predict(self, features: FeatureSet, lang: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """UPOS ids, heads (0 = root, one root per sentence, always a tree) and relation ids for every word."""
+    def predict(self, features: FeatureSet, lang: Optional[str] = None,
+                forms: Optional[Sequence[str]] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """UPOS ids, heads (0 = root, one root per sentence, always a tree) and relation ids for every word.
+
+        forms: the words' forms; with them, `lang`'s priors (if it has any) are added to the model's scores.
+        """
+        priors = self.priors.get(lang) if forms is not None else None
         with self.inference():
-            upos = self.pos.logits(tensor(features.words), lang).argmax(-1).numpy()
+            pos_scores = torch.log_softmax(self.pos.logits(tensor(features.words), lang), -1).numpy()
+            if priors is not None:
+                pos_scores = pos_scores + priors.pos.log_prior(forms, priors.weights)
+            upos = pos_scores.argmax(-1)
             heads = self.predict_heads(features, lang)
-            rel_logits = self.rel.logits(tensor(features.relation_vectors(heads)), lang)
-            is_root = tensor(heads == 0, torch.bool)
-            # The root's label is "root"; no other word may take it.
-            rel_logits[:, ROOT_ID] = torch.where(is_root, torch.tensor(1e9), torch.tensor(-1e9))
-            deprels = rel_logits.argmax(-1).numpy()
-        return upos, heads, deprels
+            rel_scores = torch.log_softmax(self.rel.logits(tensor(features.relation_vectors(heads)), lang), -1).numpy()
+        if priors is not None:
+            rel_scores = (rel_scores + priors.rel.log_prior(forms, priors.weights)
+                          + priors.weights.table * priors.relation_log_prior(upos, heads, features.offsets))
+        # The root's label is "root"; no other word may take it.
+        rel_scores[:, ROOT_ID] = np.where(heads == 0, 1e9, -1e9)
+        return upos, heads, rel_scores.argmax(-1)
 
     def predict_heads(self, features: FeatureSet, lang: Optional[str] = None, batch_size: int = 64,
                       max_cells: int = 1_000_000) -> np.ndarray:

@@ -29,12 +29,15 @@ from .corpus import LANG_ATTR, ensure_extensions, unannotated
 from .encoders import OFFLINE_NAME, FrozenEncoder
 from .features import FeatureSet
 from .labels import DEPREL_ID, DEPRELS, UPOS, UPOS_ID, to_spacy_dep, universal_deprel
+from .lexicon import LanguagePriors
 from .model import ConceptParser
 
 logger = logging.getLogger(__name__)
 
 #: The trained default shipped inside the package (aligners, prototypes, arc scorer; not the encoder).
 DEFAULT_WEIGHTS = Path(__file__).parent / "data" / "default"
+#: Per-language word-form and relation priors (gzipped JSON) beside the weights, when a language has any.
+PRIORS_FILE = "priors.json.gz"
 
 # fmt: off
 DEFAULT_MODEL_CONFIG = f"""
@@ -168,8 +171,9 @@ class ConceptAlign(TrainablePipe):
                 by_lang.setdefault(self._language(doc, lang), []).extend(_sentence_spans(doc))
         index = {id(doc): i for i, doc in enumerate(docs)}
         for doc_lang, sents in by_lang.items():
-            features = FeatureSet.from_vectors(self.encoder([[t.text for t in sent] for sent in sents]))
-            upos, heads, deprels = self.net.predict(features, doc_lang)
+            words = [[t.text for t in sent] for sent in sents]
+            features = FeatureSet.from_vectors(self.encoder(words))
+            upos, heads, deprels = self.net.predict(features, doc_lang, [w for sent in words for w in sent])
             for sent, start, end in zip(sents, features.offsets[:-1], features.offsets[1:]):
                 doc_upos, doc_heads, doc_rels = results[index[id(sent.doc)]]
                 words = slice(sent.start, sent.end)
@@ -259,7 +263,8 @@ class ConceptAlign(TrainablePipe):
         features = self._gold_features(examples) if examples else None
         if features is None:
             raise ValueError("adapt needs at least one non-empty annotated sentence")
-        report = adapt_language(self.net, features, lang, AdaptSettings(**settings))
+        forms = [t.text for eg in examples for sent in _sentence_spans(eg.predicted) for t in sent]
+        report = adapt_language(self.net, features, lang, AdaptSettings(**settings), forms)
         self._warned_langs.discard(lang)
         logger.info("concept_align: adapted to %r from %d sentences in %.1f s", lang, len(features), report["seconds"])
         return report
@@ -302,29 +307,43 @@ class ConceptAlign(TrainablePipe):
 
     # -- serialization: safetensors + JSON, never pickle -----------------------------------------------------
 
-    def _state(self) -> Tuple[dict, bytes]:
-        cfg = dict(self.cfg, languages=self.languages, arc_languages=sorted(self.net.language_arcs),
-                   width=self.net.width, encoder_vocab=self.encoder.vocab_size)  # "meta": how it was trained
-        state = {k: v.contiguous() for k, v in self.net.state_dict().items()}
-        return cfg, save_tensors(state)
+    def _state(self) -> Tuple[dict, bytes, dict]:
+        net = self.net
+        own_inner = sorted(lang for lang in net.languages if net.pos.adaptors[lang].inner is not None)
+        arc_context = {lang: arcs.context.lstm.hidden_size for lang, arcs in net.language_arcs.items() if arcs.context}
+        cfg = dict(self.cfg, languages=self.languages, arc_languages=sorted(net.language_arcs), own_inner=own_inner,
+                   arc_context=arc_context,
+                   width=net.width, encoder_vocab=self.encoder.vocab_size)  # "meta": how it was trained
+        state = {k: v.contiguous() for k, v in net.state_dict().items()}
+        return cfg, save_tensors(state), {lang: priors.to_json() for lang, priors in sorted(net.priors.items())}
 
-    def _set_state(self, cfg: dict, weights: bytes, source: str = "weights") -> None:
+    def _set_state(self, cfg: dict, weights: bytes, priors: dict, source: str = "weights") -> None:
         """Check everything first, then load: on any error the component is left as it was."""
         self._check_encoder(cfg, source)
         try:
             tensors = load_tensors(weights)
         except Exception as err:  # safetensors reports a truncated or foreign file as SafetensorError
             raise ValueError(f"{source}: not a readable safetensors file ({err})") from None
+        try:
+            language_priors = {lang: LanguagePriors.from_json(data) for lang, data in priors.items()}
+        except (ValueError, KeyError, TypeError, IndexError) as err:
+            raise ValueError(f"{source}: unreadable language priors ({err})") from None
         for net in (copy.deepcopy(self.net), self.net):  # a trial run on a copy, then the real one
             for lang in cfg.get("languages", []):
                 net.add_language(lang)
+            for lang in cfg.get("own_inner", []):
+                net.pos.adaptors[lang].own_inner(net.pos.phi)
+                net.rel.adaptors[lang].own_inner(net.rel.phi)
             for lang in cfg.get("arc_languages", []):
                 net.language_arcs[lang] = copy.deepcopy(net.arcs)
+                if lang in cfg.get("arc_context", {}):
+                    net.language_arcs[lang].add_context(int(cfg["arc_context"][lang]))
             try:
                 net.load_state_dict(tensors, strict=True)
             except RuntimeError as err:
                 problem = str(err).split("\n\t", 1)[-1].split("\n")[0]
                 raise ValueError(f"{source}: the weights do not fit this component ({problem})") from None
+            net.priors = dict(language_priors)
         self.cfg["meta"] = cfg.get("meta", {})
 
     def _check_encoder(self, cfg: dict, source: str) -> None:
@@ -353,30 +372,40 @@ class ConceptAlign(TrainablePipe):
             cfg = srsly.read_json(path / "cfg.json")
         except ValueError as err:
             raise ValueError(f"{path / 'cfg.json'}: not valid JSON ({err})") from None
-        self._set_state(cfg, (path / "model.safetensors").read_bytes(), str(path / "model.safetensors"))
+        priors = {}
+        if (path / PRIORS_FILE).is_file():
+            try:
+                priors = srsly.read_gzip_json(path / PRIORS_FILE)
+            except (ValueError, OSError) as err:
+                raise ValueError(f"{path / PRIORS_FILE}: not valid gzipped JSON ({err})") from None
+        self._set_state(cfg, (path / "model.safetensors").read_bytes(), priors, str(path / "model.safetensors"))
 
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        cfg, weights = self._state()
+        cfg, weights, priors = self._state()
         srsly.write_json(path / "cfg.json", cfg)
         (path / "model.safetensors").write_bytes(weights)
+        if priors:
+            srsly.write_gzip_json(path / PRIORS_FILE, priors)
+        elif (path / PRIORS_FILE).exists():
+            (path / PRIORS_FILE).unlink()
 
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "ConceptAlign":
         self.load_weights(path)
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
-        cfg, weights = self._state()
-        return srsly.msgpack_dumps({"cfg": json.dumps(cfg), "weights": weights})
+        cfg, weights, priors = self._state()
+        return srsly.msgpack_dumps({"cfg": json.dumps(cfg), "weights": weights, "priors": json.dumps(priors)})
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "ConceptAlign":
         try:
             data = srsly.msgpack_loads(bytes_data)
-            cfg, weights = json.loads(data["cfg"]), data["weights"]
+            cfg, weights, priors = json.loads(data["cfg"]), data["weights"], json.loads(data.get("priors", "{}"))
         except Exception as err:
             raise ValueError(f"{self.name}.from_bytes: not a serialized concept_align component ({err})") from None
-        self._set_state(cfg, weights, f"{self.name}.from_bytes")
+        self._set_state(cfg, weights, priors, f"{self.name}.from_bytes")
         return self
 
 

@@ -207,3 +207,59 @@ def _concat(feature_sets: List[FeatureSet]) -> FeatureSet:
     cat = lambda name: np.concatenate([np.asarray(getattr(f, name)) for f in feature_sets])  # noqa: E731
     return FeatureSet(cat("words").astype(np.float32), cat("roots").astype(np.float32), np.array(offsets),
                       cat("upos"), cat("heads"), cat("deprels"))
+
+
+def in_language_files(data_dir: Optional[Path] = None, min_sentences: int = 100,
+                      only: Optional[Sequence[str]] = None) -> Dict[str, Tuple[TreebankFile, Optional[TreebankFile]]]:
+    """Per language with enough annotated data: the file it is specialised on (its largest train split, else its
+    largest dev split; never a test split) and the test split of the same treebank, if there is one."""
+    files = list_treebanks(data_dir)
+    result = {}
+    for lang in sorted({tb.lang for tb in files}):
+        if only and lang not in only:
+            continue
+        try:
+            pool = pool_file(lang, data_dir, splits=("train", "dev"))
+        except KeyError:
+            continue
+        if pool.sentences < min_sentences:
+            continue
+        test = [tb for tb in files if tb.treebank == pool.treebank and tb.split == "test"]
+        result[lang] = (pool, test[0] if test else None)
+    return result
+
+
+def specialise(nlp: Language, data_dir: Optional[Path] = None, min_sentences: int = 100,
+               only: Optional[Sequence[str]] = None, settings=None, progress: bool = True) -> Dict[str, dict]:
+    """Give every language with annotated data (>= `min_sentences` in its train, else dev split) its own adaptation,
+    trained on that whole split: in-language quality where data exists, zero-shot for every other language.
+
+    Each language's test split (never trained on) is scored after its adaptation, with the language's own parts and
+    through the zero-shot path, and recorded in the pipeline's meta ("in_language").
+    RETURNS (Dict[str, dict]): per language, what it was trained on, seconds, and test scores.
+    """
+    from .adapt import adapt_language
+    from .corpus import read_conllu
+    from .evaluation import conll18_scores
+
+    pipe = nlp.get_pipe("concept_align")
+    net, encoder = pipe.net, pipe.encoder
+    report = pipe.cfg.setdefault("meta", {}).setdefault("in_language", {})
+    for lang, (pool, test) in in_language_files(data_dir, min_sentences, only).items():
+        features = extract_features(pool.path, encoder, progress=progress)
+        forms = [word for sentence in read_conllu(pool.path) for word in sentence.words]
+        start = time.perf_counter()
+        adapt_language(net, features, lang, settings, forms)
+        entry = {"treebank": pool.treebank, "split": pool.split, "sentences": len(features),
+                 "words": features.n_words, "seconds": round(time.perf_counter() - start, 1)}
+        if test is not None:
+            gold = extract_features(test.path, encoder, progress=progress)
+            test_forms = [word for sentence in read_conllu(test.path) for word in sentence.words]
+            for key, predicted in (("test", net.predict(gold, lang, test_forms)), ("test_zero_shot_path", net.predict(gold))):
+                scores = conll18_scores(gold, *predicted)
+                entry[key] = {"upos": round(scores.upos, 2), "uas": round(scores.uas, 2), "las": round(scores.las, 2)}
+        report[lang] = entry
+        logger.info("%s: %s (%d sentences) in %.0f s; test %s", lang, pool.path.name, len(features),
+                    entry["seconds"], entry.get("test", "-"))
+    pipe._warned_langs.clear()
+    return report

@@ -111,3 +111,37 @@ def test_pipe_adapt_rejects_non_ud_labels(tiny_bert_dir):
     with pytest.raises(ValueError, match="nsubjpass"):
         pipe.adapt(bad, lang="wo")
     assert pipe.languages == [] and pipe.to_bytes() == before
+
+
+def test_a_whole_treebank_trains_the_languages_own_phi_and_contextual_arcs(setup):
+    net, wolof = setup
+    support = wolof.select(range(60))
+    shared = state(net)
+    before = net.predict(support)
+    settings = AdaptSettings(whole_treebank=50, epochs=3, arc_epochs=2)
+    assert settings.mode(len(support)) == "phi" and AdaptSettings().mode(20) == "outer"
+    adapt_language(net, support, "wo", settings)
+    assert net.pos.adaptors["wo"].inner is not None and net.rel.adaptors["wo"].inner is not None
+    assert net.language_arcs["wo"].context is not None and net.arcs.context is None
+    assert all(torch.equal(shared[k], v) for k, v in state(net).items() if k in shared)  # shared parts frozen
+    assert np.mean(net.predict(support, "wo")[0] == support.upos) > np.mean(before[0] == support.upos)
+    assert all(np.array_equal(a, b) for a, b in zip(net.predict(support), before))  # zero-shot path unchanged
+    with pytest.raises(ValueError, match="must be"):
+        AdaptSettings(train="everything").mode(10)
+
+
+def test_priors_from_the_support_words_decide_words_seen_there(setup, ud_file):
+    from spacy_concept_align.corpus import read_conllu
+
+    net, wolof = setup
+    support = wolof.select(range(40))
+    forms = [w for s in read_conllu(ud_file("wo_wtb", "train"))[:40] for w in s.words]
+    adapt_language(net, support, "wo", AdaptSettings(steps=5, adapt_arcs=False, priors=False), forms)
+    without = net.predict(support, "wo", forms)[0]
+    adapt_language(net, support, "wo", AdaptSettings(steps=5, adapt_arcs=False), forms)
+    assert "wo" in net.priors
+    with_priors = net.predict(support, "wo", forms)[0]
+    assert np.mean(with_priors == support.upos) > np.mean(without == support.upos)
+    assert np.array_equal(net.predict(support, "wo")[0], without)  # no forms given: no priors used
+    with pytest.raises(ValueError, match="word forms"):
+        adapt_language(net, support, "wo", AdaptSettings(steps=1), forms[:-1])

@@ -1,0 +1,157 @@
+"""Word identity: a type-level prior from a language's annotated sentences.
+
+The frozen encoder's vectors know a word's context but blur its identity, and identity is what decides closed-class
+words (articles, copulas, particles, adpositions) in a language the vectors transfer badly to. A Lexicon counts, per
+word form, how often it carried each label in the language's annotated sentences, backs off to the lower-cased form,
+then to suffixes (for words never seen), and gives smoothed log-probabilities that are added to the model's
+log-probabilities (a product of experts, one weight per back-off level).
+"""
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+#: Longest suffix used for words never seen in the annotated sentences.
+MAX_SUFFIX = 4
+
+
+@dataclass
+class PriorWeights:
+    """How much the lexicon counts beside the model (0 = not at all), per back-off level."""
+
+    form: float = 1.0  # the form (or its lower-cased form) was seen
+    suffix: float = 0.3  # only a suffix was seen
+    table: float = 1.0  # relations: p(relation | dependent UPOS, head UPOS, direction)
+    smoothing: float = 0.5  # pseudo-count spread over the classes (Dirichlet) before normalising
+
+
+class Lexicon:
+    """Label counts per word form for one label inventory (UPOS, or relations) of one language."""
+
+    def __init__(self, n_classes: int, counts: Optional[Dict[str, Dict[int, int]]] = None):
+        self.n_classes = n_classes
+        self.counts: Dict[str, Dict[int, int]] = counts or {}
+        self._lower: Dict[str, np.ndarray] = {}
+        self._suffix: Dict[str, np.ndarray] = {}
+        self._index()
+
+    @classmethod
+    def from_words(cls, forms: Iterable[str], labels: Iterable[int], n_classes: int) -> "Lexicon":
+        """Counts of (form, label) pairs; labels < 0 (unknown) are skipped."""
+        counts: Dict[str, Counter] = defaultdict(Counter)
+        for form, label in zip(forms, labels):
+            if label >= 0:
+                counts[form][int(label)] += 1
+        return cls(n_classes, {form: dict(c) for form, c in counts.items()})
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def _index(self) -> None:
+        lower: Dict[str, np.ndarray] = {}
+        suffix: Dict[str, np.ndarray] = {}
+        for form, by_label in self.counts.items():
+            vector = np.zeros(self.n_classes, np.float32)
+            for label, n in by_label.items():
+                vector[label] += n
+            key = form.lower()
+            lower[key] = lower.get(key, 0) + vector
+            for k in range(1, min(MAX_SUFFIX, len(key) - 1) + 1):
+                suffix[key[-k:]] = suffix.get(key[-k:], 0) + vector
+        self._lower, self._suffix = lower, suffix
+
+    def lookup(self, form: str) -> Tuple[Optional[np.ndarray], int]:
+        """Label counts for a form and the back-off level they come from (0 form, 1 lower case, 2 suffix, 3 none)."""
+        if form in self.counts:
+            vector = np.zeros(self.n_classes, np.float32)
+            for label, n in self.counts[form].items():
+                vector[label] += n
+            return vector, 0
+        key = form.lower()
+        if key in self._lower:
+            return self._lower[key], 1
+        for k in range(min(MAX_SUFFIX, len(key) - 1), 0, -1):
+            if key[-k:] in self._suffix:
+                return self._suffix[key[-k:]], 2
+        return None, 3
+
+    def log_prior(self, forms: Sequence[str], weights: PriorWeights) -> np.ndarray:
+        """weight x log p(label | form) per word (n x n_classes); zero rows where nothing is known."""
+        out = np.zeros((len(forms), self.n_classes), np.float32)
+        for i, form in enumerate(forms):
+            counts, level = self.lookup(form)
+            weight = weights.form if level < 2 else weights.suffix
+            if counts is None or weight == 0:
+                continue
+            p = (counts + weights.smoothing / self.n_classes) / (counts.sum() + weights.smoothing)
+            out[i] = weight * np.log(p)
+        return out
+
+    # -- serialization (plain JSON-ready lists: never pickle) -----------------------------------------------
+
+    def to_json(self) -> List[list]:
+        return [[form, [[label, n] for label, n in sorted(by_label.items())]] for form, by_label in self.counts.items()]
+
+    @classmethod
+    def from_json(cls, data: List[list], n_classes: int) -> "Lexicon":
+        counts = {}
+        for form, pairs in data:
+            if not isinstance(form, str) or any(not 0 <= int(label) < n_classes for label, _ in pairs):
+                raise ValueError(f"lexicon entry {form!r}: labels outside 0..{n_classes - 1}")
+            counts[form] = {int(label): int(n) for label, n in pairs}
+        return cls(n_classes, counts)
+
+
+class LanguagePriors:
+    """What one language's annotated sentences say beyond the vectors: word forms' tags and relations (Lexicons)
+    and how relations go with tags and direction: counts of (dependent UPOS, head UPOS or root, head to the right?,
+    relation), so that the label of an arc agrees with the words it joins.
+    """
+
+    def __init__(self, pos: Lexicon, rel: Lexicon, table: np.ndarray, weights: Optional[PriorWeights] = None):
+        self.pos, self.rel, self.table = pos, rel, np.asarray(table, np.float32)
+        self.weights = weights or PriorWeights()
+
+    @classmethod
+    def from_treebank(cls, forms: Sequence[str], upos: np.ndarray, heads: np.ndarray, deprels: np.ndarray,
+                      offsets: np.ndarray, n_upos: int, n_rels: int, weights: Optional[PriorWeights] = None):
+        """Counts from gold labels (-1 = unknown) of flat words, sentence `offsets` as in a FeatureSet."""
+        upos, heads, deprels = (np.asarray(a, np.int64) for a in (upos, heads, deprels))
+        rels = np.where(heads >= 0, deprels, -1)
+        table = np.zeros((n_upos, n_upos + 1, 2, n_rels), np.float32)
+        head_upos, right = arc_context(upos, np.maximum(heads, 0), offsets, n_upos)
+        ok = (upos >= 0) & (head_upos >= 0) & (rels >= 0)
+        np.add.at(table, (upos[ok], head_upos[ok], right[ok], rels[ok]), 1)
+        return cls(Lexicon.from_words(forms, upos, n_upos), Lexicon.from_words(forms, rels, n_rels), table, weights)
+
+    def relation_log_prior(self, upos: np.ndarray, heads: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """log p(relation | dependent UPOS, head UPOS, direction) per word (n x n_rels), smoothed."""
+        head_upos, right = arc_context(upos, heads, offsets, self.table.shape[0])
+        counts = self.table[upos, np.maximum(head_upos, 0), right]
+        smoothing = self.weights.smoothing
+        return np.log((counts + smoothing / counts.shape[1]) / (counts.sum(1, keepdims=True) + smoothing))
+
+    def to_json(self) -> dict:
+        nonzero = np.argwhere(self.table > 0)
+        return {"pos": self.pos.to_json(), "rel": self.rel.to_json(), "table_shape": list(self.table.shape),
+                "table": [[*map(int, index), float(self.table[tuple(index)])] for index in nonzero],
+                "weights": vars(self.weights)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LanguagePriors":
+        shape = tuple(data["table_shape"])
+        table = np.zeros(shape, np.float32)
+        for *index, n in data["table"]:
+            table[tuple(index)] = n
+        return cls(Lexicon.from_json(data["pos"], shape[0]), Lexicon.from_json(data["rel"], shape[3]), table,
+                   PriorWeights(**data.get("weights", {})))
+
+
+def arc_context(upos: np.ndarray, heads: np.ndarray, offsets: np.ndarray, n_upos: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Per word: its head's UPOS (`n_upos` for the root, -1 if unknown) and whether the head is to its right."""
+    upos, heads = np.asarray(upos, np.int64), np.asarray(heads, np.int64)
+    start = np.repeat(np.asarray(offsets[:-1], np.int64), np.diff(offsets))
+    position = np.arange(len(heads)) - start + 1
+    head_upos = np.where(heads > 0, upos[np.maximum(start + heads - 1, 0)], n_upos)
+    return head_upos, ((heads > position) & (heads > 0)).astype(np.int64)
