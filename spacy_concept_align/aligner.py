@@ -62,9 +62,16 @@ class LanguageAdaptor(nn.Module):
             self.linear.bias.zero_()
         self.register_buffer("prototype_shift", torch.zeros(n_classes, dim))
 
-    def own_inner(self, phi: "Phi") -> None:
-        """Give the language its own copy of Phi's first layer (trained on its own treebank)."""
-        self.inner = copy.deepcopy(phi.inner)
+    def own_inner(self, phi: "Phi", extra_inputs: int = 0) -> None:
+        """Give the language its own copy of Phi's first layer (trained on its own treebank), reading
+        `extra_inputs` more features after the vector through zero-initialised weights (so it starts as Phi).
+        """
+        inner = nn.Linear(phi.inner.in_features + extra_inputs, phi.inner.out_features).to(phi.inner.weight.device)
+        with torch.no_grad():
+            inner.weight.zero_()
+            inner.weight[:, : phi.inner.in_features].copy_(phi.inner.weight)
+            inner.bias.copy_(phi.inner.bias)
+        self.inner = inner
 
     def hidden(self, x: torch.Tensor, phi: "Phi") -> torch.Tensor:
         """Phi's hidden layer, through the language's own first layer when it has one."""
@@ -112,6 +119,11 @@ class ConceptAligner(nn.Module):
         if lang not in self.adaptors:
             self.adaptors[lang] = LanguageAdaptor(self.phi.outer, len(self.valid)).to(self.source_means.device)
         return self.adaptors[lang]
+
+    def extra_inputs(self, lang: Optional[str]) -> int:
+        """How many features beyond the vector `lang`'s own first layer reads (0 for Phi's)."""
+        adaptor = self.adaptors[lang] if lang in self.adaptors else None
+        return 0 if adaptor is None or adaptor.inner is None else adaptor.inner.in_features - self.phi.inner.in_features
 
     def embed(self, x: torch.Tensor, lang: Optional[str] = None) -> torch.Tensor:
         """Concept-space coordinates of vectors; through `lang`'s adaptor when it has one."""

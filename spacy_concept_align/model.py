@@ -15,7 +15,8 @@ from .arcs import BiaffineArcScorer, decode_batch, pad_batch
 from .batching import padded_batches
 from .features import FeatureSet
 from .labels import DEPRELS, ROOT_ID, UPOS
-from .lexicon import LanguagePriors
+from .concepts import relation_vectors
+from .lexicon import LanguagePriors, arc_context
 
 
 def tensor(array: np.ndarray, dtype=torch.float32) -> torch.Tensor:
@@ -25,6 +26,26 @@ def tensor(array: np.ndarray, dtype=torch.float32) -> torch.Tensor:
 def _known(labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Labels with -1 wherever the class is unknown or has no prototype."""
     return torch.where((labels >= 0) & valid[labels.clamp(min=0)], labels, torch.full_like(labels, -1))
+
+
+#: Arc features a language's own relation layer reads beside the vectors: dependent UPOS (17), head UPOS or root
+#: (18), head to the right (1), log distance (1).
+STRUCTURE_FEATURES = len(UPOS) + len(UPOS) + 1 + 2
+
+
+def arc_structure(upos: np.ndarray, heads: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per word: one-hot UPOS (zeros if unknown), one-hot head UPOS (or root), head to the right, log distance."""
+    n, n_upos = len(heads), len(UPOS)
+    upos, heads = np.asarray(upos, np.int64), np.maximum(np.asarray(heads, np.int64), 0)
+    out = np.zeros((n, STRUCTURE_FEATURES), np.float32)
+    head_upos, right = arc_context(np.maximum(upos, 0), heads, offsets, n_upos)
+    known = upos >= 0
+    out[np.flatnonzero(known), upos[known]] = 1
+    out[np.arange(n), n_upos + head_upos] = 1
+    out[:, -2] = right
+    start = np.repeat(np.asarray(offsets[:-1], np.int64), np.diff(offsets))
+    out[:, -1] = np.where(heads > 0, np.log1p(np.abs(heads - (np.arange(n) - start + 1))), 0)
+    return out
 
 
 class ConceptParser(nn.Module):
@@ -99,13 +120,41 @@ class ConceptParser(nn.Module):
                 pos_scores = pos_scores + priors.pos.log_prior(forms, priors.weights)
             upos = pos_scores.argmax(-1)
             heads = self.predict_heads(features, lang)
-            rel_scores = torch.log_softmax(self.rel.logits(tensor(features.relation_vectors(heads)), lang), -1).numpy()
+            relations = self.relation_inputs(features, heads, upos, lang)
+            rel_scores = torch.log_softmax(self.rel.logits(tensor(relations), lang), -1).numpy()
         if priors is not None:
             rel_scores = (rel_scores + priors.rel.log_prior(forms, priors.weights)
                           + priors.weights.table * priors.relation_log_prior(upos, heads, features.offsets))
         # The root's label is "root"; no other word may take it.
         rel_scores[:, ROOT_ID] = np.where(heads == 0, 1e9, -1e9)
         return upos, heads, rel_scores.argmax(-1)
+
+    def relation_inputs(self, features: FeatureSet, heads: np.ndarray, upos: np.ndarray,
+                        lang: Optional[str] = None) -> np.ndarray:
+        """What the relation aligner reads: h(head) - h(dependent) (on the words as `lang`'s arc scorer sees them,
+        in context if it has a context layer), then, if `lang`'s own first layer reads more, the structure of the
+        arc: the dependent's vector, its UPOS, its head's UPOS (or root), direction and log distance.
+        """
+        words = self.contextual_words(features, lang)
+        differences = relation_vectors(words, features.roots, features.offsets, np.maximum(heads, 0))
+        if not self.rel.extra_inputs(lang):
+            return differences
+        return np.concatenate([differences, words, arc_structure(upos, heads, features.offsets)], axis=1)
+
+    def contextual_words(self, features: FeatureSet, lang: Optional[str] = None, batch_size: int = 64,
+                         arcs: Optional[BiaffineArcScorer] = None) -> np.ndarray:
+        """The word vectors through the context layer of `arcs` (default: `lang`'s arc scorer); the vectors
+        themselves when it has none."""
+        context = (arcs or self.arc_scorer(lang)).context
+        if context is None:
+            return np.asarray(features.words, np.float32)
+        out = np.zeros((features.n_words, self.width), np.float32)
+        with self.inference():
+            for start in range(0, len(features), batch_size):
+                ids = range(start, min(start + batch_size, len(features)))
+                words, _, mask = self._padded(features.select(ids))
+                out[features.offsets[ids.start] : features.offsets[ids.stop]] = context(words, mask)[mask].numpy()
+        return out
 
     def predict_heads(self, features: FeatureSet, lang: Optional[str] = None, batch_size: int = 64,
                       max_cells: int = 1_000_000) -> np.ndarray:

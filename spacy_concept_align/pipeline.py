@@ -309,7 +309,9 @@ class ConceptAlign(TrainablePipe):
 
     def _state(self) -> Tuple[dict, bytes, dict]:
         net = self.net
-        own_inner = sorted(lang for lang in net.languages if net.pos.adaptors[lang].inner is not None)
+        # languages with their own first layers, and how many features beyond the vector each reads
+        own_inner = {lang: [net.pos.extra_inputs(lang), net.rel.extra_inputs(lang)] for lang in net.languages
+                     if net.pos.adaptors[lang].inner is not None}
         arc_context = {lang: arcs.context.lstm.hidden_size for lang, arcs in net.language_arcs.items() if arcs.context}
         cfg = dict(self.cfg, languages=self.languages, arc_languages=sorted(net.language_arcs), own_inner=own_inner,
                    arc_context=arc_context,
@@ -331,9 +333,9 @@ class ConceptAlign(TrainablePipe):
         for net in (copy.deepcopy(self.net), self.net):  # a trial run on a copy, then the real one
             for lang in cfg.get("languages", []):
                 net.add_language(lang)
-            for lang in cfg.get("own_inner", []):
-                net.pos.adaptors[lang].own_inner(net.pos.phi)
-                net.rel.adaptors[lang].own_inner(net.rel.phi)
+            for lang, (pos_extra, rel_extra) in cfg.get("own_inner", {}).items():
+                net.pos.adaptors[lang].own_inner(net.pos.phi, int(pos_extra))
+                net.rel.adaptors[lang].own_inner(net.rel.phi, int(rel_extra))
             for lang in cfg.get("arc_languages", []):
                 net.language_arcs[lang] = copy.deepcopy(net.arcs)
                 if lang in cfg.get("arc_context", {}):
