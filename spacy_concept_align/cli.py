@@ -166,16 +166,18 @@ def ship_default(pipeline: Path = typer.Argument(..., help="A trained pipeline d
     """Make a trained pipeline's concept_align weights the default of nlp.add_pipe("concept_align")."""
     import shutil
 
-    from .pipeline import DEFAULT_WEIGHTS
-
     from safetensors.torch import load_file, save_file
 
+    from .pipeline import DEFAULT_WEIGHTS, PRIORS_FILE
+
     source = pipeline / "concept_align"
-    DEFAULT_WEIGHTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source / "cfg.json", DEFAULT_WEIGHTS / "cfg.json")
-    # Shipped in half precision (half the size; loading casts back to float32).
-    weights = {k: v.half() if v.is_floating_point() else v for k, v in load_file(source / "model.safetensors").items()}
-    save_file(weights, DEFAULT_WEIGHTS / "model.safetensors")
+    with atomic_dir(DEFAULT_WEIGHTS) as tmp:
+        shutil.copyfile(source / "cfg.json", tmp / "cfg.json")
+        if (source / PRIORS_FILE).exists():
+            shutil.copyfile(source / PRIORS_FILE, tmp / PRIORS_FILE)
+        # Shipped in half precision (half the size; loading casts back to float32).
+        weights = {k: v.half() if v.is_floating_point() else v for k, v in load_file(source / "model.safetensors").items()}
+        save_file(weights, tmp / "model.safetensors")
     size = sum(f.stat().st_size for f in DEFAULT_WEIGHTS.iterdir()) / 1e6
     typer.echo(f"default weights <- {source} ({size:.1f} MB in {DEFAULT_WEIGHTS})")
 

@@ -7,7 +7,8 @@ from spacy_concept_align.cli import app
 from spacy_concept_align.corpus import find_treebank, read_conllu
 
 runner = CliRunner()
-COMMANDS = ["encoder build", "features", "convert", "tag", "train", "ship-default", "adapt", "evaluate", "curve", "bench",
+COMMANDS = ["encoder build", "features", "convert", "tag", "train", "ship-default", "adapt", "specialise", "languages",
+            "evaluate", "curve", "bench",
             "analyze", "demo"]
 
 
@@ -65,3 +66,29 @@ def test_adapt_and_convert(tiny_pipeline_dir, wolof_file, tmp_path):
 
     docs = list(DocBin().from_disk(tmp_path / "corpus" / "wo_wtb-ud-test.spacy").get_docs(spacy.blank("xx").vocab))
     assert len(docs) == 3 and docs[0].has_annotation("DEP") and docs[0][0].pos_
+
+
+@pytest.fixture
+def small_ud_dir(tmp_path):
+    """A UD folder (no MANIFEST) with a 120-sentence Wolof train split + test split and a 50-sentence Welsh one."""
+    root = tmp_path / "ud"
+    for repo, code, split, n in [("UD_Wolof-WTB", "wo_wtb", "train", 120), ("UD_Wolof-WTB", "wo_wtb", "test", 20),
+                                 ("UD_Welsh-CCG", "cy_ccg", "train", 50)]:
+        blocks = find_treebank(code, split).path.read_text(encoding="utf-8").split("\n\n")[:n]
+        (root / repo).mkdir(parents=True, exist_ok=True)
+        (root / repo / f"{code}-ud-{split}.conllu").write_text("\n\n".join(blocks) + "\n\n", encoding="utf-8")
+    return root
+
+
+def test_specialise_and_languages(tiny_pipeline_dir, small_ud_dir, tmp_path, isolated_cache):
+    out = tmp_path / "specialised"
+    result = runner.invoke(app, ["specialise", str(tiny_pipeline_dir), str(out), "--data-dir", str(small_ud_dir)])
+    assert result.exit_code == 0, result.output
+    pipe = spacy.load(out).get_pipe("concept_align")
+    assert pipe.languages == ["wo"]  # Welsh has too few sentences: zero-shot
+    entry = pipe.cfg["meta"]["in_language"]["wo"]
+    assert (entry["split"], entry["sentences"]) == ("train", 120) and set(entry["test"]) == {"upos", "uas", "las"}
+    assert "wo" in pipe.net.priors and pipe.net.language_arcs["wo"].context is not None
+    listing = runner.invoke(app, ["languages", str(out)])
+    assert listing.exit_code == 0, listing.output
+    assert "wo_wtb" in listing.output and "train 120 sents" in listing.output and "cy" not in listing.output.split("\n")[1]
