@@ -44,17 +44,36 @@ class Phi(nn.Module):
         return self.outer(self.hidden(x))
 
 
+class LowRankDelta(nn.Module):
+    """x -> B(A x): a rank-r correction beside a shared linear layer (B starts at zero, so nothing changes at
+    birth); a language's own first layer at a fraction of a copy's size."""
+
+    def __init__(self, n_in: int, n_out: int, rank: int):
+        super().__init__()
+        self.down, self.up = nn.Linear(n_in, rank, bias=False), nn.Linear(rank, n_out)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    @property
+    def in_features(self) -> int:
+        return self.down.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x))
+
+
 class LanguageAdaptor(nn.Module):
     """One language's corrections, each starting where the zero-shot model is, so a new language begins at the
     zero-shot solution: its own copy of Phi's output layer, a linear map after it (identity at birth; the original
     few-shot method trains only this), and a shift of the prototypes (zero unless refined from its examples).
-    With a whole treebank of the language, it also gets its own copy of Phi's first layer (`own_inner`).
+    With a whole treebank of the language, it also gets its own first layer (`own_inner`): a copy of Phi's, or a
+    low-rank correction beside it.
     """
 
     def __init__(self, outer: nn.Linear, n_classes: int):
         super().__init__()
         dim = outer.out_features
-        self.inner: Optional[nn.Linear] = None
+        self.inner: Optional[nn.Module] = None
         self.outer = copy.deepcopy(outer)
         self.linear = nn.Linear(dim, dim)
         with torch.no_grad():
@@ -62,20 +81,32 @@ class LanguageAdaptor(nn.Module):
             self.linear.bias.zero_()
         self.register_buffer("prototype_shift", torch.zeros(n_classes, dim))
 
-    def own_inner(self, phi: "Phi", extra_inputs: int = 0) -> None:
-        """Give the language its own copy of Phi's first layer (trained on its own treebank), reading
-        `extra_inputs` more features after the vector through zero-initialised weights (so it starts as Phi).
+    def own_inner(self, phi: "Phi", extra_inputs: int = 0, rank: int = 0) -> None:
+        """Give the language its own first layer (trained on its own treebank), reading `extra_inputs` more features
+        after the vector, starting as Phi's: a rank-`rank` correction beside it, or (rank 0) a whole copy.
         """
-        inner = nn.Linear(phi.inner.in_features + extra_inputs, phi.inner.out_features).to(phi.inner.weight.device)
+        width, hidden = phi.inner.in_features, phi.inner.out_features
+        if rank:
+            self.inner = LowRankDelta(width + extra_inputs, hidden, rank).to(phi.inner.weight.device)
+            return
+        inner = nn.Linear(width + extra_inputs, hidden).to(phi.inner.weight.device)
         with torch.no_grad():
             inner.weight.zero_()
-            inner.weight[:, : phi.inner.in_features].copy_(phi.inner.weight)
+            inner.weight[:, :width].copy_(phi.inner.weight)
             inner.bias.copy_(phi.inner.bias)
         self.inner = inner
 
+    @property
+    def inner_rank(self) -> int:
+        return self.inner.down.out_features if isinstance(self.inner, LowRankDelta) else 0
+
     def hidden(self, x: torch.Tensor, phi: "Phi") -> torch.Tensor:
         """Phi's hidden layer, through the language's own first layer when it has one."""
-        return phi.hidden(x) if self.inner is None else phi.dropout(nn.functional.leaky_relu(self.inner(x), 0.2))
+        if self.inner is None:
+            return phi.hidden(x)
+        if isinstance(self.inner, LowRankDelta):
+            return phi.dropout(nn.functional.leaky_relu(phi.inner(x[:, : phi.inner.in_features]) + self.inner(x), 0.2))
+        return phi.dropout(nn.functional.leaky_relu(self.inner(x), 0.2))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """Concept-space coordinates from Phi's hidden layer."""

@@ -54,16 +54,21 @@ class WordContext(nn.Module):
     Wolof's training split, test UAS: 70.1 with context against 61.9 without, same epochs).
     """
 
-    def __init__(self, width: int, hidden: int = 128):
+    def __init__(self, width: int, hidden: int = 128, reduce: int = 0):
         super().__init__()
-        self.lstm = nn.LSTM(width, hidden, batch_first=True, bidirectional=True)
+        self.reduce = nn.Linear(width, reduce) if reduce else nn.Identity()  # a narrower LSTM input: fewer weights
+        self.lstm = nn.LSTM(reduce or width, hidden, batch_first=True, bidirectional=True)
         self.project = nn.Linear(2 * hidden, width)
         nn.init.zeros_(self.project.weight)
         nn.init.zeros_(self.project.bias)
 
+    @property
+    def sizes(self) -> list:
+        return [self.lstm.hidden_size, self.lstm.input_size if isinstance(self.reduce, nn.Linear) else 0]
+
     def forward(self, words: Tensor, mask: Tensor) -> Tensor:
         lengths = mask.sum(1).clamp(min=1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(words, lengths, batch_first=True, enforce_sorted=False)
+        packed = nn.utils.rnn.pack_padded_sequence(self.reduce(words), lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=words.shape[1])
         return words + self.project(out)
@@ -104,9 +109,9 @@ class BiaffineArcScorer(nn.Module):
         self.u = nn.Parameter(torch.zeros(self.hidden))
         self.context: Optional[WordContext] = None
 
-    def add_context(self, hidden: int = 128) -> None:
+    def add_context(self, hidden: int = 128, reduce: int = 0) -> None:
         """Read the words through a (new, identity-at-birth) BiLSTM context layer from now on."""
-        self.context = WordContext(self.width, hidden).to(self.U.device)
+        self.context = WordContext(self.width, hidden, reduce).to(self.U.device)
 
     def forward(self, words: Tensor, roots: Tensor, mask: Tensor) -> Tensor:
         """Score every (dependent, head) pair.

@@ -224,12 +224,19 @@ def specialise(
 @app.command()
 def languages(
     pipeline: Optional[Path] = typer.Argument(None, help="A saved pipeline; default: the shipped default."),
+    markdown: bool = typer.Option(False, help="Print the in-language results table (README) instead."),
+    zero_shot: Optional[Path] = typer.Option(None, help="results.json of a leave-out `evaluate` run, for --markdown."),
 ):
     """What the pipeline knows: languages with in-language adaptations (training size, test score) vs zero-shot."""
     nlp = _load_pipeline(pipeline)
     pipe = nlp.get_pipe("concept_align")
     meta = pipe.cfg.get("meta", {})
     known = meta.get("in_language", {})
+    if markdown:
+        from .evaluation import in_language_table
+
+        typer.echo(in_language_table(known, json.loads(zero_shot.read_text()) if zero_shot else None))
+        return
     typer.echo(f"{'lang':<6} {'treebank':<14} {'trained on':<18} {'test UPOS / UAS / LAS':<24} zero-shot path")
     for lang in pipe.languages:
         entry = known.get(lang)

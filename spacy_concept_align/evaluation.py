@@ -35,7 +35,9 @@ LITERATURE = {
     "mr_ufal": {"UDPipe 2 supervised (UD 2.15, gold tok)": (87.14, 72.33, 65.29)},
     "ta_ttb": {"UDPipe 2 supervised (UD 2.15, gold tok)": (89.04, 78.33, 68.98)},
     "ug_udt": {"UDPipe 2 supervised (UD 2.15, gold tok)": (90.21, 77.35, 66.34)},
+    "en_ewt": {"UDPipe 2 supervised (UD 2.15, gold tok)": (97.50, 93.42, 91.52)},
 }
+SUPERVISED = "UDPipe 2 supervised (UD 2.15, gold tok)"
 
 
 @dataclass
@@ -255,3 +257,27 @@ def write_report(result: dict, output: Path) -> None:
     fig.tight_layout()
     fig.savefig(output / "spread.png", dpi=110)
     plt.close(fig)
+
+
+def in_language_table(in_language: Dict[str, dict], zero_shot: Optional[dict] = None) -> str:
+    """Markdown: per language with its own adaptation, test UPOS / UAS / LAS with it and through the zero-shot
+    path, beside UDPipe 2 (supervised, where published) and, for leave-out languages, the leave-out zero-shot score
+    (`zero_shot`: an evaluate result of a pipeline that never saw the language)."""
+    leave_out = {row["treebank"]: row["concept_align (zero-shot)"] for row in (zero_shot or {}).get("rows", [])}
+    fmt = lambda s: f"{s['upos']:.1f} / {s['uas']:.1f} / {s['las']:.1f}" if s else "-"  # noqa: E731
+    lines = ["| language | trained on (sentences) | in-language UPOS / UAS / LAS | zero-shot path | zero-shot, "
+             "leave-out | UDPipe 2 (supervised) |", "|---|---|---|---|---|---|"]
+    scored = []
+    for lang, entry in sorted(in_language.items()):
+        if "test" not in entry:
+            continue
+        scored.append(entry["test"])
+        tb = entry["treebank"]
+        udpipe = LITERATURE.get(tb, {}).get(SUPERVISED)
+        lines.append(f"| {lang} ({tb}) | {entry['split']} ({entry['sentences']}) | {fmt(entry['test'])} | "
+                     f"{fmt(entry.get('test_zero_shot_path'))} | {fmt(leave_out.get(tb))} | "
+                     f"{fmt(dict(zip(('upos', 'uas', 'las'), udpipe))) if udpipe else '-'} |")
+    if scored:
+        mean = {k: float(np.mean([s[k] for s in scored])) for k in ("upos", "uas", "las")}
+        lines.append(f"| **mean of {len(scored)}** | | **{fmt(mean)}** | | | |")
+    return "\n".join(lines)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .adapt import AdaptSettings, adapt_language
-from .corpus import list_treebanks
+from .corpus import list_treebanks, read_conllu
 from .evaluation import LinearProbe, _fit_linear, _relabel_root, conll18_scores, target_treebanks
 from .features import FeatureSet, extract_features
 from .labels import DEPRELS, UPOS
@@ -25,24 +25,27 @@ from .model import tensor
 
 logger = logging.getLogger(__name__)
 SYSTEMS = ("concept_align (adapted)", "concept_align (original few-shot: linear adaptor only)", "target-only linear",
-           "pooled probe + fine-tuning")
+           "pooled probe + fine-tuning", "concept_align (adapted, no word priors)")
 ORIGINAL = AdaptSettings(train="linear", refine_prototypes=False, adapt_arcs=False, lr=1e-4, steps=400)
 
 
 def _splits(tb, encoder, data_dir, support_pool: int, max_test: int):
-    """(support pool, test set) features for a test treebank, or None when it is too small."""
+    """(support pool, test set) features for a test treebank, with each sentence's word forms, or None when it is
+    too small."""
     test = extract_features(tb.path, encoder, progress=False)
+    test_forms = [s.words for s in read_conllu(tb.path)]
     others = [t for t in list_treebanks(data_dir) if t.treebank == tb.treebank and t.split in ("train", "dev")]
     if others:
         pool_file = max(others, key=lambda t: t.words)
         pool = extract_features(pool_file.path, encoder, max_sentences=500, progress=False)
-        evaluation = test.select(range(min(len(test), max_test)))
-    elif len(test) >= support_pool + 100:
-        pool = test.select(range(support_pool))
-        evaluation = test.select(range(support_pool, min(len(test), support_pool + max_test)))
-    else:
-        return None
-    return pool, evaluation
+        pool_forms = [s.words for s in read_conllu(pool_file.path)[:500]]
+        evaluation = range(min(len(test), max_test))
+        return pool, pool_forms, test.select(evaluation), [test_forms[i] for i in evaluation]
+    if len(test) >= support_pool + 100:
+        evaluation = range(support_pool, min(len(test), support_pool + max_test))
+        return (test.select(range(support_pool)), test_forms[:support_pool], test.select(evaluation),
+                [test_forms[i] for i in evaluation])
+    return None
 
 
 def _fine_tuned(probe: torch.nn.Sequential, x: np.ndarray, y: np.ndarray, steps: int = 50) -> torch.nn.Sequential:
@@ -66,7 +69,7 @@ def _linear_predict(pos, rel, test: FeatureSet, heads: np.ndarray):
 
 def learning_curve(nlp, ks: Sequence[int] = (0, 5, 10, 20, 50), seeds: Sequence[int] = (0, 1, 2),
                    only: Optional[Sequence[str]] = None, data_dir: Optional[Path] = None, support_pool: int = 100,
-                   max_test: int = 500, settings: AdaptSettings = AdaptSettings()) -> dict:
+                   max_test: int = 500, settings: Optional[AdaptSettings] = None) -> dict:
     """Scores per (treebank, K, seed, system); the pipeline itself is left unchanged."""
     pipe = nlp.get_pipe("concept_align")
     net = copy.deepcopy(pipe.net)  # adapt a copy: the user's pipeline keeps its own adaptors
@@ -83,22 +86,26 @@ def learning_curve(nlp, ks: Sequence[int] = (0, 5, 10, 20, 50), seeds: Sequence[
         splits = _splits(tb, encoder, data_dir, support_pool, max_test)
         if splits is None:
             continue
-        pool, test = splits
+        pool, pool_forms, test, test_forms = splits
+        test_forms = [w for sentence in test_forms for w in sentence]
         zero_heads = net.predict_heads(test)
         for k in ks:
             for seed in seeds if k else seeds[:1]:
                 row = {"treebank": tb.treebank, "lang": tb.lang, "k": k, "seed": seed}
                 if k == 0:
                     scores = conll18_scores(test, *net.predict(test))
-                    row.update({SYSTEMS[0]: vars(scores), SYSTEMS[1]: vars(scores),
+                    row.update({SYSTEMS[0]: vars(scores), SYSTEMS[1]: vars(scores), SYSTEMS[4]: vars(scores),
                                 SYSTEMS[3]: vars(conll18_scores(test, *probe.predict(test)))})
                     rows.append(row)
                     continue
                 rng = np.random.default_rng(seed)
-                support = pool.select(sorted(rng.choice(len(pool), min(k, len(pool)), replace=False)))
-                report = adapt_language(net, support, "_fewshot", settings)
+                chosen = sorted(rng.choice(len(pool), min(k, len(pool)), replace=False))
+                support = pool.select(chosen)
+                forms = [w for i in chosen for w in pool_forms[i]]
+                report = adapt_language(net, support, "_fewshot", settings, forms)
                 row["adapt_seconds"] = report["seconds"]
-                row[SYSTEMS[0]] = vars(conll18_scores(test, *net.predict(test, "_fewshot")))
+                row[SYSTEMS[0]] = vars(conll18_scores(test, *net.predict(test, "_fewshot", test_forms)))
+                row[SYSTEMS[4]] = vars(conll18_scores(test, *net.predict(test, "_fewshot")))  # same parts, no priors
                 adapt_language(net, support, "_fewshot", ORIGINAL)
                 row[SYSTEMS[1]] = vars(conll18_scores(test, *net.predict(test, "_fewshot")))
                 rel_x, rel_y = support.relation_vectors(), support.deprels

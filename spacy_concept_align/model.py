@@ -137,9 +137,11 @@ class ConceptParser(nn.Module):
         """
         words = self.contextual_words(features, lang)
         differences = relation_vectors(words, features.roots, features.offsets, np.maximum(heads, 0))
-        if not self.rel.extra_inputs(lang):
+        extra = self.rel.extra_inputs(lang)
+        if not extra:
             return differences
-        return np.concatenate([differences, words, arc_structure(upos, heads, features.offsets)], axis=1)
+        parts = [differences, words] if extra == self.width + STRUCTURE_FEATURES else [differences]
+        return np.concatenate([*parts, arc_structure(upos, heads, features.offsets)], axis=1)
 
     def contextual_words(self, features: FeatureSet, lang: Optional[str] = None, batch_size: int = 64,
                          arcs: Optional[BiaffineArcScorer] = None) -> np.ndarray:

@@ -310,13 +310,23 @@ class ConceptAlign(TrainablePipe):
     def _state(self) -> Tuple[dict, bytes, dict]:
         net = self.net
         # languages with their own first layers, and how many features beyond the vector each reads
-        own_inner = {lang: [net.pos.extra_inputs(lang), net.rel.extra_inputs(lang)] for lang in net.languages
-                     if net.pos.adaptors[lang].inner is not None}
-        arc_context = {lang: arcs.context.lstm.hidden_size for lang, arcs in net.language_arcs.items() if arcs.context}
-        cfg = dict(self.cfg, languages=self.languages, arc_languages=sorted(net.language_arcs), own_inner=own_inner,
-                   arc_context=arc_context,
-                   width=net.width, encoder_vocab=self.encoder.vocab_size)  # "meta": how it was trained
+        own_inner = {lang: [net.pos.extra_inputs(lang), net.rel.extra_inputs(lang), net.pos.adaptors[lang].inner_rank]
+                     for lang in net.languages if net.pos.adaptors[lang].inner is not None}
+        arc_context = {lang: arcs.context.sizes for lang, arcs in net.language_arcs.items() if arcs.context}
         state = {k: v.contiguous() for k, v in net.state_dict().items()}
+        # A language's arc scorer stores only what it changed; the rest is the shared scorer's, filled in at load.
+        arc_shared = {}
+        for lang in net.language_arcs:
+            prefix = f"language_arcs.{lang}."
+            same = [k[len(prefix):] for k in list(state) if k.startswith(prefix)
+                    and f"arcs.{k[len(prefix):]}" in state and torch.equal(state[k], state[f"arcs.{k[len(prefix):]}"])]
+            for key in same:
+                del state[prefix + key]
+            if same:
+                arc_shared[lang] = same
+        cfg = dict(self.cfg, languages=self.languages, arc_languages=sorted(net.language_arcs), own_inner=own_inner,
+                   arc_context=arc_context, arc_shared=arc_shared,
+                   width=net.width, encoder_vocab=self.encoder.vocab_size)  # "meta": how it was trained
         return cfg, save_tensors(state), {lang: priors.to_json() for lang, priors in sorted(net.priors.items())}
 
     def _set_state(self, cfg: dict, weights: bytes, priors: dict, source: str = "weights") -> None:
@@ -326,6 +336,9 @@ class ConceptAlign(TrainablePipe):
             tensors = load_tensors(weights)
         except Exception as err:  # safetensors reports a truncated or foreign file as SafetensorError
             raise ValueError(f"{source}: not a readable safetensors file ({err})") from None
+        for lang, keys in cfg.get("arc_shared", {}).items():
+            tensors.update({f"language_arcs.{lang}.{key}": tensors[f"arcs.{key}"] for key in keys
+                            if f"arcs.{key}" in tensors})
         try:
             language_priors = {lang: LanguagePriors.from_json(data) for lang, data in priors.items()}
         except (ValueError, KeyError, TypeError, IndexError) as err:
@@ -333,13 +346,13 @@ class ConceptAlign(TrainablePipe):
         for net in (copy.deepcopy(self.net), self.net):  # a trial run on a copy, then the real one
             for lang in cfg.get("languages", []):
                 net.add_language(lang)
-            for lang, (pos_extra, rel_extra) in cfg.get("own_inner", {}).items():
-                net.pos.adaptors[lang].own_inner(net.pos.phi, int(pos_extra))
-                net.rel.adaptors[lang].own_inner(net.rel.phi, int(rel_extra))
+            for lang, (pos_extra, rel_extra, *rank) in cfg.get("own_inner", {}).items():
+                net.pos.adaptors[lang].own_inner(net.pos.phi, int(pos_extra), *rank)
+                net.rel.adaptors[lang].own_inner(net.rel.phi, int(rel_extra), *rank)
             for lang in cfg.get("arc_languages", []):
                 net.language_arcs[lang] = copy.deepcopy(net.arcs)
                 if lang in cfg.get("arc_context", {}):
-                    net.language_arcs[lang].add_context(int(cfg["arc_context"][lang]))
+                    net.language_arcs[lang].add_context(*cfg["arc_context"][lang])
             try:
                 net.load_state_dict(tensors, strict=True)
             except RuntimeError as err:

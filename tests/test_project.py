@@ -29,6 +29,7 @@ MINI = {
     "vars.analyze_langs": "en,de,tl",
     "vars.analyze_layers": "6",
     "vars.analyze_sentences": 30,
+    "vars.specialise_args": "--only mr",
     "vars.package_name": "concept_align_mini",
 }
 
@@ -47,6 +48,8 @@ def test_project_workflow_in_miniature(tmp_path, offline_encoder_dir):
         project_run(project, step, overrides=overrides, capture=True)
 
     report = json.loads((project / "training/mini/training_report.json").read_text())
+    languages = json.loads((project / "training/mini_languages/concept_align/cfg.json").read_text())
+    assert list(languages["meta"]["in_language"]) == ["mr"]
     assert report["steps"] == 2 * 3 * 4
     results = json.loads((project / "metrics/mini/results.json").read_text())
     assert [row["treebank"] for row in results["rows"]] == ["tl_trg", "wo_wtb"]
@@ -66,6 +69,7 @@ def test_project_workflow_in_miniature(tmp_path, offline_encoder_dir):
     Path(site, "host.pth").write_text("\n".join(here + [str(ROOT)]) + "\n")
     subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheels[0])], check=True)
     code = ("import spacy, json; nlp = spacy.load('xx_concept_align_mini'); doc = nlp('Dem go come house .');"
+            "assert 'mr' in nlp.get_pipe('concept_align').net.priors;"
             "print(json.dumps([(t.pos_, t.dep_) for t in doc]))")
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"))
