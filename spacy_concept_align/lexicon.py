@@ -18,11 +18,15 @@ MAX_SUFFIX = 4
 
 @dataclass
 class PriorWeights:
-    """How much the lexicon counts beside the model (0 = not at all), per back-off level."""
+    """How much the lexicon counts beside the model (0 = not at all), per back-off level.
+
+    Chosen on the dev splits of wo, ug, cy, mt, te, vi after whole-treebank adaptation on their train splits (mean
+    UPOS / LAS): no priors 87.8 / 62.6; these weights 91.6 / 63.6; form 2: 91.5 / 62.5; table weight 0-2 within 0.6 LAS.
+    """
 
     form: float = 1.0  # the form (or its lower-cased form) was seen
     suffix: float = 0.3  # only a suffix was seen
-    table: float = 1.0  # relations: p(relation | dependent UPOS, head UPOS, direction)
+    table: float = 0.5  # relations: p(relation | dependent UPOS, head UPOS, direction)
     smoothing: float = 0.5  # pseudo-count spread over the classes (Dirichlet) before normalising
 
 

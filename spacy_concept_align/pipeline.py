@@ -183,9 +183,12 @@ class ConceptAlign(TrainablePipe):
         return results
 
     def _language(self, doc: Doc, override: Optional[str]) -> Optional[str]:
-        """Per-call override, else doc._.concept_lang, else the component's `lang`; unknown -> zero-shot (None)."""
+        """Per-call override, else doc._.concept_lang, else the component's `lang`, else the pipeline's language
+        (`spacy.blank("cy")`; silently zero-shot when it has no adaptation); unknown -> zero-shot (None)."""
         lang = override or doc._.get(LANG_ATTR) or self.cfg["lang"]
-        if lang and lang not in self.languages:
+        if not lang:
+            return self.vocab.lang if self.vocab.lang in self.languages else None
+        if lang not in self.languages:
             if lang not in self._warned_langs:
                 logger.warning("concept_align: no adaptor for language %r; using the zero-shot path", lang)
                 self._warned_langs.add(lang)

@@ -385,3 +385,20 @@ def test_language_picks_the_adaptor(with_wolof, tiny_bert_dir, ud_file):
     # read_docs sets the doc language from the file name: Wolof docs use the adaptor by default.
     assert [g._.get(LANG_ATTR) for g in gold] == ["wo", "wo"]
     assert _predictions(pipe(unannotated(g)) for g in gold) == wolof
+
+
+def test_the_pipelines_own_language_is_the_last_fallback(trained, tiny_bert_dir, caplog):
+    english = _clone(trained[0], tiny_bert_dir)  # spacy.blank("en")
+    pipe = english.get_pipe("concept_align")
+    zero_shot = _predictions([english(text) for text in TEXTS])
+    with caplog.at_level("WARNING"):
+        assert _predictions([english(text) for text in TEXTS]) == zero_shot  # no "en" adaptor: zero-shot, no warning
+    assert "no adaptor" not in caplog.text
+    pipe.net.add_language("en")
+    with torch.no_grad():
+        for param in pipe.net.pos.adaptors["en"].parameters():
+            param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(0)) * 2)
+    assert _predictions([english(text) for text in TEXTS]) != zero_shot  # spacy.blank("en") picks the "en" adaptor
+    multilingual = _blank(tiny_bert_dir, nlp_lang="xx")
+    multilingual.get_pipe("concept_align").from_bytes(pipe.to_bytes())
+    assert _predictions([multilingual(text) for text in TEXTS]) == zero_shot
