@@ -178,6 +178,9 @@ def ship_default(pipeline: Path = typer.Argument(..., help="A trained pipeline d
         # Shipped in half precision (half the size; loading casts back to float32).
         weights = {k: v.half() if v.is_floating_point() else v for k, v in load_file(source / "model.safetensors").items()}
         save_file(weights, tmp / "model.safetensors")
+        tmp.chmod(0o755)  # package data: readable by everyone, as any installed file
+        for file in tmp.iterdir():
+            file.chmod(0o644)
     size = sum(f.stat().st_size for f in DEFAULT_WEIGHTS.iterdir()) / 1e6
     typer.echo(f"default weights <- {source} ({size:.1f} MB in {DEFAULT_WEIGHTS})")
 

@@ -16,7 +16,7 @@ from .batching import padded_batches
 from .features import FeatureSet
 from .labels import DEPRELS, ROOT_ID, UPOS
 from .concepts import relation_vectors
-from .lexicon import LanguagePriors, arc_context
+from .lexicon import PriorsByLanguage, arc_context
 
 
 def tensor(array: np.ndarray, dtype=torch.float32) -> torch.Tensor:
@@ -61,7 +61,7 @@ class ConceptParser(nn.Module):
         self.rel = ConceptAligner(width, rel_hidden, rel_dim, len(DEPRELS), dropout, token_dropout)
         self.arcs = BiaffineArcScorer(width, arc_hidden, dropout)
         self.language_arcs = nn.ModuleDict()  # arc scorers fine-tuned for one language (few-shot)
-        self.priors: Dict[str, LanguagePriors] = {}  # word forms' labels etc. from a language's own sentences
+        self.priors = PriorsByLanguage()  # word forms' labels etc. from a language's own sentences
 
     @property
     def languages(self):

@@ -29,15 +29,15 @@ from .corpus import LANG_ATTR, ensure_extensions, unannotated
 from .encoders import OFFLINE_NAME, FrozenEncoder
 from .features import FeatureSet
 from .labels import DEPREL_ID, DEPRELS, UPOS, UPOS_ID, to_spacy_dep, universal_deprel
-from .lexicon import LanguagePriors
+from .lexicon import PriorsByLanguage
 from .model import ConceptParser
 
 logger = logging.getLogger(__name__)
 
 #: The trained default shipped inside the package (aligners, prototypes, arc scorer; not the encoder).
 DEFAULT_WEIGHTS = Path(__file__).parent / "data" / "default"
-#: Per-language word-form and relation priors (gzipped JSON) beside the weights, when a language has any.
-PRIORS_FILE = "priors.json.gz"
+#: Per-language word-form and relation priors beside the weights, when a language has any: {lang: gzipped JSON}.
+PRIORS_FILE = "priors.msgpack"
 
 # fmt: off
 DEFAULT_MODEL_CONFIG = f"""
@@ -330,7 +330,7 @@ class ConceptAlign(TrainablePipe):
         cfg = dict(self.cfg, languages=self.languages, arc_languages=sorted(net.language_arcs), own_inner=own_inner,
                    arc_context=arc_context, arc_shared=arc_shared,
                    width=net.width, encoder_vocab=self.encoder.vocab_size)  # "meta": how it was trained
-        return cfg, save_tensors(state), {lang: priors.to_json() for lang, priors in sorted(net.priors.items())}
+        return cfg, save_tensors(state), net.priors.packed()
 
     def _set_state(self, cfg: dict, weights: bytes, priors: dict, source: str = "weights") -> None:
         """Check everything first, then load: on any error the component is left as it was."""
@@ -343,9 +343,9 @@ class ConceptAlign(TrainablePipe):
             tensors.update({f"language_arcs.{lang}.{key}": tensors[f"arcs.{key}"] for key in keys
                             if f"arcs.{key}" in tensors})
         try:
-            language_priors = {lang: LanguagePriors.from_json(data) for lang, data in priors.items()}
-        except (ValueError, KeyError, TypeError, IndexError) as err:
-            raise ValueError(f"{source}: unreadable language priors ({err})") from None
+            PriorsByLanguage(priors)
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
         for net in (copy.deepcopy(self.net), self.net):  # a trial run on a copy, then the real one
             for lang in cfg.get("languages", []):
                 net.add_language(lang)
@@ -361,7 +361,7 @@ class ConceptAlign(TrainablePipe):
             except RuntimeError as err:
                 problem = str(err).split("\n\t", 1)[-1].split("\n")[0]
                 raise ValueError(f"{source}: the weights do not fit this component ({problem})") from None
-            net.priors = dict(language_priors)
+            net.priors = PriorsByLanguage(priors)
         self.cfg["meta"] = cfg.get("meta", {})
 
     def _check_encoder(self, cfg: dict, source: str) -> None:
@@ -393,9 +393,9 @@ class ConceptAlign(TrainablePipe):
         priors = {}
         if (path / PRIORS_FILE).is_file():
             try:
-                priors = srsly.read_gzip_json(path / PRIORS_FILE)
+                priors = srsly.read_msgpack(path / PRIORS_FILE)
             except (ValueError, OSError) as err:
-                raise ValueError(f"{path / PRIORS_FILE}: not valid gzipped JSON ({err})") from None
+                raise ValueError(f"{path / PRIORS_FILE}: not a readable msgpack file ({err})") from None
         self._set_state(cfg, (path / "model.safetensors").read_bytes(), priors, str(path / "model.safetensors"))
 
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
@@ -405,7 +405,7 @@ class ConceptAlign(TrainablePipe):
         srsly.write_json(path / "cfg.json", cfg)
         (path / "model.safetensors").write_bytes(weights)
         if priors:
-            srsly.write_gzip_json(path / PRIORS_FILE, priors)
+            srsly.write_msgpack(path / PRIORS_FILE, priors)
         elif (path / PRIORS_FILE).exists():
             (path / PRIORS_FILE).unlink()
 
@@ -415,12 +415,12 @@ class ConceptAlign(TrainablePipe):
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
         cfg, weights, priors = self._state()
-        return srsly.msgpack_dumps({"cfg": json.dumps(cfg), "weights": weights, "priors": json.dumps(priors)})
+        return srsly.msgpack_dumps({"cfg": json.dumps(cfg), "weights": weights, "priors": priors})
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "ConceptAlign":
         try:
             data = srsly.msgpack_loads(bytes_data)
-            cfg, weights, priors = json.loads(data["cfg"]), data["weights"], json.loads(data.get("priors", "{}"))
+            cfg, weights, priors = json.loads(data["cfg"]), data["weights"], data.get("priors", {})
         except Exception as err:
             raise ValueError(f"{self.name}.from_bytes: not a serialized concept_align component ({err})") from None
         self._set_state(cfg, weights, priors, f"{self.name}.from_bytes")

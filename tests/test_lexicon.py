@@ -49,3 +49,24 @@ def test_arc_context_gives_head_tag_and_direction():
     upos, heads, offsets = np.array([NOUN, VERB, NOUN, VERB]), np.array([2, 0, 0, 1]), np.array([0, 2, 4])
     head_upos, right = arc_context(upos, heads, offsets, 3)
     assert list(head_upos) == [VERB, 3, 3, NOUN] and list(right) == [1, 0, 0, 0]
+
+
+def test_priors_by_language_unpack_on_first_use_and_name_a_broken_language():
+    import gzip
+    import json
+
+    from spacy_concept_align.lexicon import PriorsByLanguage
+
+    priors = LanguagePriors.from_treebank(["xale", "dem"], np.array([NOUN, VERB]), np.array([2, 0]), np.array([4, 1]),
+                                          np.array([0, 2]), 3, 5)
+    packed = PriorsByLanguage({"wo": gzip.compress(json.dumps(priors.to_json()).encode())}).packed()
+    lazy = PriorsByLanguage(dict(packed, cy=gzip.compress(b"[not json")))
+    assert list(lazy) == ["cy", "wo"] and "wo" in lazy and len(lazy) == 2
+    assert lazy.packed() == dict(packed, cy=gzip.compress(b"[not json"))  # nothing unpacked, nothing changed
+    assert lazy["wo"].pos.counts == priors.pos.counts
+    with pytest.raises(ValueError, match="'cy' are unreadable"):
+        lazy["cy"]
+    with pytest.raises(ValueError, match="not gzipped JSON"):
+        PriorsByLanguage({"wo": b"plain bytes"})
+    del lazy["wo"]
+    assert "wo" not in lazy and lazy.get("wo") is None
