@@ -74,6 +74,17 @@ def test_generated_text_gives_trees(nlp, text):
     assert_well_formed(doc)
 
 
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(text=texts)
+def test_generated_text_through_a_shipped_in_language_adaptation(nlp, text):
+    """The in-language parts (priors on strange word forms, the BiLSTM on one-word and empty sentences) keep trees."""
+    assert {"wo", "cy", "ug"} <= set(nlp.get_pipe("concept_align").languages)
+    doc = nlp(text, component_cfg={"concept_align": {"lang": "wo"}})
+    assert doc.text == text
+    assert_well_formed(doc)
+
+
 @GENERATED
 @given(words=words, data=st.data())
 def test_generated_words_give_trees(nlp, words, data):
