@@ -65,6 +65,10 @@ class AdaptSettings:
     priors: bool = True  # word identity + relation-given-tags table (needs the words' forms)
     prior_weights: PriorWeights = field(default_factory=PriorWeights)
 
+    def __post_init__(self):
+        if isinstance(self.prior_weights, dict):  # from a config or pipe.adapt(prior_weights={...})
+            self.prior_weights = PriorWeights(**self.prior_weights)
+
     def mode(self, n_sentences: int) -> str:
         if self.train == "auto":
             return "phi" if n_sentences >= self.whole_treebank else "outer"

@@ -70,3 +70,11 @@ def test_priors_by_language_unpack_on_first_use_and_name_a_broken_language():
         PriorsByLanguage({"wo": b"plain bytes"})
     del lazy["wo"]
     assert "wo" not in lazy and lazy.get("wo") is None
+
+
+def test_prior_weights_come_from_plain_settings():
+    from spacy_concept_align.adapt import AdaptSettings
+
+    assert AdaptSettings(prior_weights={"form": 2.0}).prior_weights == PriorWeights(form=2.0)
+    with pytest.raises(TypeError):
+        AdaptSettings(prior_weights={"lexicon": 1.0})
