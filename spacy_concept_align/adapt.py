@@ -25,11 +25,10 @@ import numpy as np
 import torch
 
 from .aligner import LanguageAdaptor
-from .concepts import relation_vectors
 from .features import FeatureSet
 from .labels import DEPRELS, UPOS
 from .lexicon import LanguagePriors, PriorWeights
-from .model import ConceptParser, _known, tensor
+from .model import ConceptParser, _known, relation_features, tensor
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +106,10 @@ def adapt_language(net: ConceptParser, support: FeatureSet, lang: str, settings:
     upos = _known(tensor(support.upos, torch.long), net.pos.valid)
     deprels = _known(tensor(support.deprels, torch.long).masked_fill(tensor(support.heads < 0, torch.bool), -1),
                      net.rel.valid)
-    relations = tensor(_relation_inputs(net, support, arcs, structure=mode == "phi" and settings.arc_structure,
-                                        dependent=settings.arc_dependent))
+    # relations as the language's new parts will see them: on gold heads and tags, through its new arc context
+    relations = tensor(relation_features(net.contextual_words(support, arcs=arcs), support, support.heads,
+                                         support.upos, structure=mode == "phi" and settings.arc_structure,
+                                         dependent=settings.arc_dependent))
     adaptors = {}
     for name, aligner, x, y in (("pos", net.pos, words, upos), ("rel", net.rel, relations, deprels)):
         adaptor = LanguageAdaptor(aligner.phi.outer, len(aligner.valid))
@@ -154,18 +155,6 @@ def _fit_adaptor(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Te
         (loss + anchor).backward()
         optimizer.step()
     return float(loss.detach())
-
-
-def _relation_inputs(net: ConceptParser, support: FeatureSet, arcs, structure: bool, dependent: bool) -> np.ndarray:
-    """The support's relation inputs on gold heads and tags, as the language's new parts will see them."""
-    from .model import arc_structure
-
-    words = np.asarray(support.words, np.float32) if arcs is None else net.contextual_words(support, arcs=arcs)
-    differences = relation_vectors(words, support.roots, support.offsets, np.maximum(support.heads, 0))
-    if not structure:
-        return differences
-    parts = [differences, words] if dependent else [differences]
-    return np.concatenate([*parts, arc_structure(support.upos, support.heads, support.offsets)], axis=1)
 
 
 def _refine_prototypes(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Tensor, settings: AdaptSettings):

@@ -14,8 +14,8 @@ from .aligner import ConceptAligner
 from .arcs import BiaffineArcScorer, decode_batch, pad_batch
 from .batching import padded_batches
 from .features import FeatureSet
-from .labels import DEPRELS, ROOT_ID, UPOS
 from .concepts import relation_vectors
+from .labels import DEPRELS, ROOT_ID, UPOS
 from .lexicon import PriorsByLanguage, arc_context
 
 
@@ -46,6 +46,17 @@ def arc_structure(upos: np.ndarray, heads: np.ndarray, offsets: np.ndarray) -> n
     start = np.repeat(np.asarray(offsets[:-1], np.int64), np.diff(offsets))
     out[:, -1] = np.where(heads > 0, np.log1p(np.abs(heads - (np.arange(n) - start + 1))), 0)
     return out
+
+
+def relation_features(words: np.ndarray, features: FeatureSet, heads: np.ndarray, upos: np.ndarray,
+                      structure: bool = False, dependent: bool = False) -> np.ndarray:
+    """h(head) - h(dependent) on `words` (the vectors, or the vectors in context), then optionally the dependent's
+    vector and the arc's structure (`arc_structure`)."""
+    differences = relation_vectors(words, features.roots, features.offsets, np.maximum(heads, 0))
+    if not structure:
+        return differences
+    parts = [differences, words] if dependent else [differences]
+    return np.concatenate([*parts, arc_structure(upos, heads, features.offsets)], axis=1)
 
 
 class ConceptParser(nn.Module):
@@ -135,19 +146,15 @@ class ConceptParser(nn.Module):
         in context if it has a context layer), then, if `lang`'s own first layer reads more, the structure of the
         arc: the dependent's vector, its UPOS, its head's UPOS (or root), direction and log distance.
         """
-        words = self.contextual_words(features, lang)
-        differences = relation_vectors(words, features.roots, features.offsets, np.maximum(heads, 0))
         extra = self.rel.extra_inputs(lang)
-        if not extra:
-            return differences
-        parts = [differences, words] if extra == self.width + STRUCTURE_FEATURES else [differences]
-        return np.concatenate([*parts, arc_structure(upos, heads, features.offsets)], axis=1)
+        return relation_features(self.contextual_words(features, lang), features, heads, upos, structure=extra > 0,
+                                 dependent=extra == self.width + STRUCTURE_FEATURES)
 
     def contextual_words(self, features: FeatureSet, lang: Optional[str] = None, batch_size: int = 64,
                          arcs: Optional[BiaffineArcScorer] = None) -> np.ndarray:
         """The word vectors through the context layer of `arcs` (default: `lang`'s arc scorer); the vectors
         themselves when it has none."""
-        context = (arcs or self.arc_scorer(lang)).context
+        context = (arcs if arcs is not None else self.arc_scorer(lang)).context
         if context is None:
             return np.asarray(features.words, np.float32)
         out = np.zeros((features.n_words, self.width), np.float32)
