@@ -371,6 +371,7 @@ def bench(
 def demo(
     pipeline: Optional[Path] = typer.Option(None, help="A saved pipeline; default: the shipped default."),
     samples: Path = typer.Option(SAMPLES, help="TSV of sample sentences (lang, language, ..., text)."),
+    in_language: bool = typer.Option(False, help="Name each sample's language: those with a treebank use theirs."),
 ):
     """Zero-shot tagging and parsing of real low-resource text (Article 1 of the UDHR in several languages)."""
     import unicodedata
@@ -385,14 +386,23 @@ def demo(
     nlp.tokenizer.infix_finditer = compile_infix_regex(list(nlp.Defaults.infixes) + ["።"]).finditer
     with open(samples, encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle, delimiter="\t"))
+    known = set(nlp.get_pipe("concept_align").languages)
     for row in rows:
         # NFC, and the Ethiopic wordspace "፡" as the word separator it is (UD's Amharic writes a space).
-        doc = nlp(unicodedata.normalize("NFC", row["text"]).replace("፡", " "))
-        typer.echo(f"\n## {row['language']} ({row['lang']}): zero-shot\n{row['text']}")
+        lang = row["lang"] if in_language and row["lang"] in known else None
+        doc = nlp(unicodedata.normalize("NFC", row["text"]).replace("፡", " "),
+                  component_cfg={"concept_align": {"lang": lang}})
+        typer.echo(f"\n## {row['language']} ({row['lang']}): {'in-language' if lang else 'zero-shot'}\n{row['text']}")
         for token in doc:
             head = "-" if token.head.i == token.i else f"{token.head.i + 1}"
             typer.echo(f"  {token.i + 1:>3} {token.text:<18} {token.pos_:<6} {head:>3} {token.dep_}")
-    typer.echo(f"\n{len(rows)} languages tagged with no data in any of them (source: {samples.name}).")
+    with_data = sorted(known & {row["lang"] for row in rows})
+    if in_language:
+        typer.echo(f"\n{len(rows)} languages tagged: {', '.join(with_data)} with their own treebank's adaptation, the "
+                   f"others zero-shot (source: {samples.name}).")
+    else:
+        typer.echo(f"\n{len(rows)} languages tagged with no data in any of them (source: {samples.name}); "
+                   f"{len(with_data)} of them ({', '.join(with_data)}) have their own adaptation: `demo --in-language`.")
 
 
 def main():  # console-script entry point
