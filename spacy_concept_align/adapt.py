@@ -35,8 +35,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class AdaptSettings:
-    # "outer" (Phi's output layer, per language), "linear" (the original's r x r adaptor), "phi" (all of Phi, in
-    # minibatch epochs: for a whole treebank) or "auto" ("phi" from `whole_treebank` sentences on, else "outer")
+    # "outer" (Phi's output layer, per language), "linear" (the original's r x r adaptor), "phi" (Phi's first layer
+    # as rank-r corrections + its output layer, in minibatch epochs: for a whole treebank) or "auto" ("phi" from `whole_treebank` sentences on, else "outer")
     train: str = "auto"
     whole_treebank: int = 100
     steps: int = 100
@@ -169,7 +169,8 @@ def _refine_prototypes(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: to
 
 def _fit_phi(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Tensor, settings: AdaptSettings,
              mode: str) -> float:
-    """A whole treebank: the language's own copy of all of Phi, in minibatch epochs towards refined prototypes.
+    """A whole treebank: the language's own first layer (`inner_rank` corrections; 0 = a whole copy) and output
+    layer of Phi, in minibatch epochs towards refined prototypes.
 
     Measured on Wolof / Uyghur full training splits (test UPOS): 85.1 / 86.1 against 72.1 / 81.7 for 200 full-batch
     steps of the output layer alone, in a tenth of the time.

@@ -235,22 +235,19 @@ def languages(
     pipe = nlp.get_pipe("concept_align")
     meta = pipe.cfg.get("meta", {})
     known = meta.get("in_language", {})
-    if markdown:
-        from .evaluation import in_language_table
+    from .evaluation import format_scores, in_language_table
 
+    if markdown:
         typer.echo(in_language_table(known, json.loads(zero_shot.read_text()) if zero_shot else None))
         return
     typer.echo(f"{'lang':<6} {'treebank':<14} {'trained on':<18} {'test UPOS / UAS / LAS':<24} zero-shot path")
     for lang in pipe.languages:
         entry = known.get(lang)
-        if entry is None:
-            source = "meta-training" if lang in meta.get("train", []) else "adapted"
-            typer.echo(f"{lang:<6} {'':<14} {source:<18}")
+        if entry is None:  # adapted by a user (few-shot or a treebank of their own)
+            typer.echo(f"{lang:<6} {'':<14} {'adapt':<18}")
             continue
-        test, zero = entry.get("test"), entry.get("test_zero_shot_path")
-        figures = lambda s: f"{s['upos']:.1f} / {s['uas']:.1f} / {s['las']:.1f}" if s else "-"  # noqa: E731
         typer.echo(f"{lang:<6} {entry['treebank']:<14} {entry['split'] + ' ' + str(entry['sentences']) + ' sents':<18} "
-                   f"{figures(test):<24} {figures(zero)}")
+                   f"{format_scores(entry.get('test')):<24} {format_scores(entry.get('test_zero_shot_path'))}")
     typer.echo("every other language: zero-shot (the shared aligner and arc scorer)")
 
 

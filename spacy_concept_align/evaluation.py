@@ -259,12 +259,17 @@ def write_report(result: dict, output: Path) -> None:
     plt.close(fig)
 
 
+def format_scores(scores: Optional[dict]) -> str:
+    """"UPOS / UAS / LAS" of a scores dict, "-" for none."""
+    return f"{scores['upos']:.1f} / {scores['uas']:.1f} / {scores['las']:.1f}" if scores else "-"
+
+
 def in_language_table(in_language: Dict[str, dict], zero_shot: Optional[dict] = None) -> str:
     """Markdown: per language with its own adaptation, test UPOS / UAS / LAS with it and through the zero-shot
     path, beside UDPipe 2 (supervised, where published) and, for leave-out languages, the leave-out zero-shot score
     (`zero_shot`: an evaluate result of a pipeline that never saw the language)."""
     leave_out = {row["treebank"]: row["concept_align (zero-shot)"] for row in (zero_shot or {}).get("rows", [])}
-    fmt = lambda s: f"{s['upos']:.1f} / {s['uas']:.1f} / {s['las']:.1f}" if s else "-"  # noqa: E731
+    fmt = format_scores
     lines = ["| language | trained on (sentences) | in-language UPOS / UAS / LAS | zero-shot path | zero-shot, "
              "leave-out | UDPipe 2 (supervised) |", "|---|---|---|---|---|---|"]
     scored = []

@@ -171,9 +171,9 @@ class ConceptAlign(TrainablePipe):
                 by_lang.setdefault(self._language(doc, lang), []).extend(_sentence_spans(doc))
         index = {id(doc): i for i, doc in enumerate(docs)}
         for doc_lang, sents in by_lang.items():
-            words = [[t.text for t in sent] for sent in sents]
-            features = FeatureSet.from_vectors(self.encoder(words))
-            upos, heads, deprels = self.net.predict(features, doc_lang, [w for sent in words for w in sent])
+            texts = [[t.text for t in sent] for sent in sents]
+            features = FeatureSet.from_vectors(self.encoder(texts))
+            upos, heads, deprels = self.net.predict(features, doc_lang, [w for sent in texts for w in sent])
             for sent, start, end in zip(sents, features.offsets[:-1], features.offsets[1:]):
                 doc_upos, doc_heads, doc_rels = results[index[id(sent.doc)]]
                 words = slice(sent.start, sent.end)
@@ -263,10 +263,10 @@ class ConceptAlign(TrainablePipe):
 
         examples = [eg if isinstance(eg, Example) else Example(unannotated(eg), eg) for eg in examples]
         _check_labels(examples)
-        features = self._gold_features(examples) if examples else None
-        if features is None:
+        gold = self._gold_words(examples) if examples else None
+        if gold is None:
             raise ValueError("adapt needs at least one non-empty annotated sentence")
-        forms = [t.text for eg in examples for sent in _sentence_spans(eg.predicted) for t in sent]
+        features, forms = gold
         report = adapt_language(self.net, features, lang, AdaptSettings(**settings), forms)
         self._warned_langs.discard(lang)
         logger.info("concept_align: adapted to %r from %d sentences in %.1f s", lang, len(features), report["seconds"])
@@ -280,6 +280,11 @@ class ConceptAlign(TrainablePipe):
 
     def _gold_features(self, examples: List[Example]) -> Optional[FeatureSet]:
         """Encoder features of the examples' predicted docs, labelled from the aligned reference docs."""
+        gold = self._gold_words(examples)
+        return gold[0] if gold else None
+
+    def _gold_words(self, examples: List[Example]) -> Optional[Tuple[FeatureSet, List[str]]]:
+        """The gold features and, in the same order, the words' forms."""
         spans, labels = [], []
         for eg in examples:
             doc = eg.predicted
@@ -303,10 +308,11 @@ class ConceptAlign(TrainablePipe):
                     ))
         if not spans:
             return None
-        features = FeatureSet.from_vectors(self.encoder([[t.text for t in s] for s in spans]))
+        texts = [[t.text for t in s] for s in spans]
+        features = FeatureSet.from_vectors(self.encoder(texts))
         array = np.array(labels, dtype=np.int64).reshape(-1, 3)
         features.upos[:], features.heads[:], features.deprels[:] = array[:, 0], array[:, 1], array[:, 2]
-        return features
+        return features, [form for sentence in texts for form in sentence]
 
     # -- serialization: safetensors + JSON, never pickle -----------------------------------------------------
 
