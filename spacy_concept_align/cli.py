@@ -19,13 +19,9 @@ SAMPLES = Path(__file__).parent / "data" / "samples" / "udhr_article1.tsv"
 
 
 def _load_pipeline(pipeline: Optional[Path]):
-    import spacy
+    from .tagging import load_pipeline
 
-    if pipeline:
-        return spacy.load(pipeline)
-    nlp = spacy.blank("xx")
-    nlp.add_pipe("concept_align")
-    return nlp
+    return load_pipeline(str(pipeline) if pipeline else None)
 
 
 @encoder_app.command("build")
@@ -91,32 +87,43 @@ def convert(
 
 @app.command()
 def tag(
-    input: Path = typer.Argument(..., help="CoNLL-U file (its tokenization is kept) or plain text, one sentence a line."),
-    output: Path = typer.Option(..., "--output", "-o", help="Where to write CoNLL-U predictions."),
-    pipeline: Optional[Path] = typer.Option(None, help="A saved pipeline; default: blank xx + concept_align."),
+    inputs: List[Path] = typer.Argument(..., help="Plain text (one sentence a line), JSONL ({\"text\": ...}) or "
+                                                  "CoNLL-U files (its tokenization is kept)."),
+    output: Path = typer.Option(..., "--output", "-o", help="A file (one input; .conllu, .jsonl or .spacy) or a "
+                                                           "folder: one output per input, named after it."),
+    pipeline: Optional[str] = typer.Option(None, help="A saved pipeline or installed package; default: blank xx + "
+                                                      "concept_align."),
     lang: Optional[str] = typer.Option(None, help="Language code (picks its adaptor if the pipeline has one)."),
+    input_format: str = typer.Option("auto", "--format", help="text, jsonl or conllu; auto: the .conllu / .jsonl / "
+                                                             ".txt suffix, else CoNLL-U only if its lines are."),
+    output_format: str = typer.Option("conllu", help="With a folder output: conllu, jsonl or spacy."),
+    engine: str = typer.Option("local", help="local (this process) or ray (an actor pool; pip install "
+                                             "'spacy-concept-align[ray]')."),
+    address: Optional[str] = typer.Option(None, help="Ray cluster to join (e.g. ray://head:10001, or auto); "
+                                                     "default: start a local Ray."),
+    num_workers: int = typer.Option(2, help="Ray actors, each loading the pipeline once."),
+    overwrite: bool = typer.Option(False, help="Tag again the inputs whose output exists (default: skip them, so a "
+                                               "rerun resumes)."),
 ):
-    """Predict UPOS, HEAD and DEPREL for a file and write CoNLL-U."""
-    from .corpus import read_conllu, sentences_to_doc, treebank_codes, unannotated, write_conllu
+    """Predict UPOS, HEAD and DEPREL for files; every output is written whole or not at all."""
+    from .tagging import OUTPUT_FORMATS, load_pipeline, shard_targets, summary, tag_file, tag_shards
 
-    nlp = _load_pipeline(pipeline)
-    text = input.read_text(encoding="utf-8")
-    if input.suffix == ".conllu" or text.lstrip().startswith("#") or "\t" in text.split("\n", 1)[0]:
-        sentences = read_conllu(input)
-        if lang is None and "-ud-" in input.name:  # a UD file name says its language
-            lang = treebank_codes(input)[0]
-        docs = [unannotated(sentences_to_doc(nlp.vocab, [s])) for s in sentences]
-        originals = [[s] for s in sentences]
-    else:
-        docs = [nlp.make_doc(line.strip()) for line in text.splitlines() if line.strip()]
-        originals = None
+    if len(inputs) == 1 and output.suffix.lower() in OUTPUT_FORMATS and not output.is_dir():
+        report = tag_file(load_pipeline(pipeline), inputs[0], output, input_format, lang)
+        typer.echo(f"tagged {report.sentences} sentences, {report.words} words in {report.seconds:.1f} s "
+                   f"({report.words / max(report.seconds, 1e-9):.0f} words/s) -> {output}")
+        return
     start = time.perf_counter()
-    docs = list(nlp.pipe(docs, component_cfg={"concept_align": {"lang": lang}} if lang else None))
+    pairs = shard_targets(inputs, output, "." + output_format.lstrip("."))
+    result = summary(tag_shards(pairs, pipeline, engine, input_format, lang, overwrite, address, num_workers))
+    for report in result["reports"]:
+        if report["status"] == "failed":
+            typer.echo(f"failed: {report['error']}", err=True)
     seconds = time.perf_counter() - start
-    write_conllu(docs, output, originals)
-    words = sum(map(len, docs))
-    typer.echo(f"tagged {len(docs)} sentences, {words} words in {seconds:.1f} s ({words / max(seconds, 1e-9):.0f} "
-               f"words/s) -> {output}")
+    typer.echo(f"{result['done']} shards tagged ({result['words']} words, {result['words'] / seconds:.0f} words/s "
+               f"overall), {result['skipped']} already done, {result['failed']} failed -> {output}")
+    if result["failed"]:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -402,5 +409,17 @@ def demo(
                    f"{len(with_data)} of them ({', '.join(with_data)}) have their own adaptation: `demo --in-language`.")
 
 
-def main():  # console-script entry point
-    app()
+def main(prog_name: Optional[str] = None):
+    """Entry point: input errors print one line (file and line where known) and exit 1; --verbose shows tracebacks."""
+    import sys
+
+    verbose = "--verbose" in sys.argv
+    if verbose:
+        sys.argv.remove("--verbose")
+    try:
+        app(prog_name=prog_name)  # usage errors, --help and typer.Exit end here as typer handles them
+    except (ValueError, OSError, KeyError) as err:
+        if verbose:
+            raise
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(1)

@@ -17,6 +17,7 @@ from spacy.training import Example
 from spacy.util import registry
 from spacy.vocab import Vocab
 
+from .chars import clean_form, escape_spaces, is_blank
 from .labels import DEPREL_ID, UPOS_ID, to_spacy_dep, universal_deprel
 from .paths import ud_dir
 
@@ -30,12 +31,16 @@ def ensure_extensions() -> None:
         Doc.set_extension(LANG_ATTR, default=None)
 
 
-class CoNLLUError(ValueError):
-    """Malformed CoNLL-U, with the file and line where it was found."""
+class InputError(ValueError):
+    """Bad input, with the file and line where it was found (line 0: the file as a whole)."""
 
     def __init__(self, path: Union[str, Path], line: int, message: str):
-        super().__init__(f"{path}:{line}: {message}")
+        super().__init__(f"{path}:{line}: {message}" if line else f"{path}: {message}")
         self.path, self.line = str(path), line
+
+
+class CoNLLUError(InputError):
+    """Malformed CoNLL-U, with the file and line where it was found."""
 
 
 @dataclass
@@ -270,23 +275,18 @@ def create_ud_corpus_reader(path: Path, n_sents: int = 10, limit: int = 0) -> Ca
 # ---------------------------------------------------------------------------------------------------------------
 # Writing
 
-def doc_to_conllu(doc: Doc, originals: Optional[Sequence[UDSentence]] = None) -> List[str]:
+def doc_to_conllu(doc: Doc, originals: Optional[Sequence[UDSentence]] = None, first_sent: int = 1) -> List[str]:
     """CoNLL-U sentence blocks (each ending in a blank line) for a Doc's predictions.
 
+    Without `originals`, the words are the Doc's non-blank tokens (chars.is_blank): spaces of any kind, zero-width
+    and control characters become the `SpacesAfter` / `SpacesBefore` of the words around them, never word lines.
+    Sentences are numbered `# sent_id = first_sent, first_sent + 1, ...`.
     With `originals` (the sentences the Doc was read from), their lines are kept byte for byte and only UPOS, HEAD
     and DEPREL (and DEPS, set to "_") of word lines are replaced, so the file's own tokenization (multiword tokens,
     empty nodes), comments and features survive.
     """
     if originals is None:
-        blocks = []
-        for sent in _sentences(doc):
-            tokens = conllu.TokenList([], metadata={"text": sent.text})
-            for i, token in enumerate(sent, start=1):
-                misc = None if token.whitespace_ or token.i == len(doc) - 1 else {"SpaceAfter": "No"}
-                tokens.append(conllu.Token(id=i, form=token.text, lemma="_", upos="_", xpos="_", feats=None,
-                                           head=None, deprel="_", deps=None, misc=misc))
-            blocks.append(_annotate(tokens, sent).serialize())
-        return blocks
+        return _new_blocks(doc, first_sent)
     n_words = sum(map(len, originals))
     if n_words != len(doc):
         raise ValueError(f"The Doc has {len(doc)} tokens but its original sentences have {n_words} words")
@@ -301,7 +301,7 @@ def doc_to_conllu(doc: Doc, originals: Optional[Sequence[UDSentence]] = None) ->
             columns = line.split("\t")
             if not line.startswith("#") and columns[0].isdigit():
                 token = next(words)
-                columns[3] = token.pos_ or "_"
+                columns[3] = token.pos_ if token.pos_ in UPOS_ID else "X"
                 if has_dep:
                     columns[6] = str(0 if token.head.i == token.i else token.head.i - span.start + 1)
                     columns[7] = universal_deprel(token.dep_) if token.dep_ else "dep"
@@ -311,37 +311,103 @@ def doc_to_conllu(doc: Doc, originals: Optional[Sequence[UDSentence]] = None) ->
     return blocks
 
 
+def _new_blocks(doc: Doc, first_sent: int) -> List[str]:
+    """Blocks for a Doc with no CoNLL-U of its own: words, the space after each, one tree per sentence."""
+    words = [t for t in doc if not is_blank(t.text)]
+    after = {}  # token index -> the text between it and the next word (its whitespace and blank tokens)
+    for word, following in zip(words, words[1:] + [None]):
+        stop = following.i if following is not None else len(doc)
+        after[word.i] = word.whitespace_ + "".join(t.text_with_ws for t in doc[word.i + 1 : stop])
+    before = doc[: words[0].i].text_with_ws if words else ""
+    has_dep = doc.has_annotation("DEP")
+    blocks = []
+    for sent in _sentences(doc):
+        sent_words = [t for t in sent if not is_blank(t.text)]
+        if not sent_words:
+            continue
+        ids = {t.i: n for n, t in enumerate(sent_words, start=1)}
+        heads = _word_heads(sent_words, ids) if has_dep else {}
+        lines, text = [], ""
+        for n, token in enumerate(sent_words, start=1):
+            form, space = clean_form(token.text) or "_", after[token.i]
+            misc = []
+            if token.i == words[0].i and before:
+                misc.append(f"SpacesBefore={escape_spaces(before)}")
+            if not space and token.i != words[-1].i:
+                misc.append("SpaceAfter=No")
+            elif space and space != " ":
+                misc.append(f"SpacesAfter={escape_spaces(space)}")
+            text += form + (" " if space else "")
+            head, deprel = heads.get(token.i, (None, "_"))
+            upos = token.pos_ if token.pos_ in UPOS_ID else ("X" if token.pos_ else "_")
+            lines.append("\t".join([str(n), form, "_", upos, "_", "_", "_" if head is None else str(head),
+                                    deprel, "_", "|".join(misc) or "_"]))
+        header = [f"# sent_id = {first_sent + len(blocks)}", f"# text = {text.rstrip()}"]
+        blocks.append("\n".join(header + lines) + "\n\n")
+    return blocks
+
+
+def _word_heads(words: List, ids: dict) -> dict:
+    """Token index -> (HEAD, DEPREL) of a sentence's words: one tree, whatever the Doc holds.
+
+    A head that is not one of the words (a blank token, another sentence) is followed up to one; a second root,
+    a chain that leaves the sentence and a cycle all end on the first root, as `dep`.
+    """
+    heads = {t.i: _word_above(t, ids) for t in words}
+    root = next((i for i, head in heads.items() if head is None), words[0].i)
+    heads = {i: root if head is None else head for i, head in heads.items()}
+    for i in heads:
+        node, seen = i, set()
+        while node != root and node not in seen:
+            seen.add(node)
+            node = heads[node]
+        if node != root:
+            heads[i] = root
+    result = {}
+    for token in words:
+        rel = universal_deprel(token.dep_) if token.dep_ else "dep"
+        rel = rel if rel in DEPREL_ID and rel != "root" else "dep"
+        result[token.i] = (0, "root") if token.i == root else (ids[heads[token.i]], rel)
+    return result
+
+
+def _word_above(token, ids: dict):
+    """The nearest word above a token (its head, or its head's head past non-words), None for a root."""
+    head, seen = token.head, {token.i}
+    while head.i not in ids:
+        if head.i in seen or head.head.i == head.i:
+            return None
+        seen.add(head.i)
+        head = head.head
+    return None if head.i == token.i else head.i
+
+
 def _sentences(doc: Doc):
     return list(doc.sents) if doc.has_annotation("SENT_START") or doc.has_annotation("DEP") else [doc[:]]
 
 
-def _annotate(tokens: conllu.TokenList, span) -> conllu.TokenList:
-    has_dep = span.doc.has_annotation("DEP")
-    for token, word in zip(span, tokens):
-        word["upos"] = token.pos_ or "_"
-        if has_dep:
-            word["head"] = 0 if token.head.i == token.i else token.head.i - span.start + 1
-            word["deprel"] = universal_deprel(token.dep_) if token.dep_ else "dep"
-    return tokens
-
-
 def write_conllu(
     docs: Iterable[Doc], path: Union[str, Path], originals: Optional[Sequence[Sequence[UDSentence]]] = None
-) -> None:
-    """Write Docs as CoNLL-U, atomically: a failure leaves no half-written file behind."""
+) -> int:
+    """Write Docs as CoNLL-U as they come, atomically: a failure leaves no half-written file behind.
+
+    RETURNS (int): the number of sentences written.
+    """
     path = Path(path)
-    chunks = []
-    for i, doc in enumerate(docs):
-        chunks += doc_to_conllu(doc, originals[i] if originals else None)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    n_sents = 0
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write("".join(chunks))
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+            for i, doc in enumerate(docs):
+                blocks = doc_to_conllu(doc, originals[i] if originals else None, first_sent=n_sents + 1)
+                out.write("".join(blocks))
+                n_sents += len(blocks)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return n_sents
 
 
 # ---------------------------------------------------------------------------------------------------------------

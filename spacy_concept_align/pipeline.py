@@ -25,6 +25,7 @@ from spacy.util import registry
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, PyTorchWrapper_v2
 
+from .chars import is_blank, is_symbol
 from .corpus import LANG_ATTR, ensure_extensions, unannotated
 from .encoders import OFFLINE_NAME, FrozenEncoder
 from .features import FeatureSet
@@ -159,27 +160,27 @@ class ConceptAlign(TrainablePipe):
             yield from batch
 
     def predict(self, docs: Iterable[Doc], lang: Optional[str] = None) -> List[Tuple[np.ndarray, ...]]:
-        """Per doc: UPOS ids, heads (doc-relative token indices) and relation ids."""
+        """Per doc: UPOS ids, heads (doc-relative token indices) and relation ids; -1 marks a blank token."""
         docs = list(docs)
         if not self.is_initialized:
             raise ValueError(f"The {self.name} component has no prototypes yet: load trained weights "
                              "(init_weights = \"default\") or call nlp.initialize with gold examples.")
-        results = [(np.zeros(len(doc), np.int64), np.arange(len(doc)), np.zeros(len(doc), np.int64)) for doc in docs]
-        by_lang: Dict[Optional[str], List[Span]] = {}
-        for doc in docs:
-            if len(doc):
-                by_lang.setdefault(self._language(doc, lang), []).extend(_sentence_spans(doc))
-        index = {id(doc): i for i, doc in enumerate(docs)}
+        results = [_blank_annotation(doc) for doc in docs]
+        by_lang: Dict[Optional[str], List[Tuple[int, np.ndarray]]] = {}
+        for i, doc in enumerate(docs):
+            sentences = _sentence_words(doc)
+            if sentences:
+                by_lang.setdefault(self._language(doc, lang), []).extend((i, words) for words in sentences)
         for doc_lang, sents in by_lang.items():
-            texts = [[t.text for t in sent] for sent in sents]
+            texts = [[docs[i][w].text for w in words] for i, words in sents]
             features = FeatureSet.from_vectors(self.encoder(texts))
             upos, heads, deprels = self.net.predict(features, doc_lang, [w for sent in texts for w in sent])
-            for sent, start, end in zip(sents, features.offsets[:-1], features.offsets[1:]):
-                doc_upos, doc_heads, doc_rels = results[index[id(sent.doc)]]
-                words = slice(sent.start, sent.end)
-                doc_upos[words], doc_rels[words] = upos[start:end], deprels[start:end]
+            for (i, words), start, end, text in zip(sents, features.offsets[:-1], features.offsets[1:], texts):
+                doc_upos, doc_heads, doc_rels = results[i]
+                doc_upos[words] = np.where([is_symbol(w) for w in text], UPOS_ID["SYM"], upos[start:end])
+                doc_rels[words] = deprels[start:end]
                 sent_heads = heads[start:end]  # 0 = root (a spaCy root is its own head), k = k-th word
-                doc_heads[words] = np.where(sent_heads > 0, sent.start + sent_heads - 1, np.arange(sent.start, sent.end))
+                doc_heads[words] = np.where(sent_heads > 0, words[sent_heads - 1], words)
         return results
 
     def _language(self, doc: Doc, override: Optional[str]) -> Optional[str]:
@@ -206,12 +207,12 @@ class ConceptAlign(TrainablePipe):
             keep_dep = not overwrite and doc.has_annotation("DEP")
             for token, tag in zip(doc, upos):
                 if not (keep_pos and token.pos_):
-                    token.pos_ = UPOS[tag]
+                    token.pos_ = UPOS[tag] if tag >= 0 else "SPACE"
             if keep_dep:
                 continue
             array = np.zeros((len(doc), 2), dtype="uint64")
             array[:, 0] = (heads - np.arange(len(doc))).astype("int64").astype("uint64")
-            array[:, 1] = [strings.add(to_spacy_dep(DEPRELS[r])) for r in deprels]
+            array[:, 1] = [strings.add(to_spacy_dep(DEPRELS[r]) if r >= 0 else "dep") for r in deprels]
             doc.from_array([HEAD, DEP], array)
 
     # -- training -------------------------------------------------------------------------------------------
@@ -456,6 +457,27 @@ def _sentence_spans(doc: Doc) -> List[Span]:
     """The doc's sentences when it has boundaries (sentencizer, gold, a parse), else the whole doc as one."""
     sents = list(doc.sents) if doc.has_annotation("SENT_START") or doc.has_annotation("DEP") else [doc[:]]
     return [doc[start : min(start + LONGEST_TREE, s.end)] for s in sents for start in range(s.start, s.end, LONGEST_TREE)]
+
+
+def _sentence_words(doc: Doc) -> List[np.ndarray]:
+    """Token indices of each sentence's words (blank tokens left out), at most LONGEST_TREE per tree."""
+    sents = list(doc.sents) if doc.has_annotation("SENT_START") or doc.has_annotation("DEP") else [doc[:]]
+    result = []
+    for sent in sents:
+        words = np.array([t.i for t in sent if not is_blank(t.text)], dtype=np.int64)
+        result += [words[start : start + LONGEST_TREE] for start in range(0, len(words), LONGEST_TREE)]
+    return result
+
+
+def _blank_annotation(doc: Doc) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What blank tokens get (no tag, no relation: -1), each hanging from the word before it (or after it)."""
+    blank = np.array([is_blank(t.text) for t in doc], dtype=bool)
+    heads = np.arange(len(doc))
+    words = np.flatnonzero(~blank)
+    if len(words) and blank.any():
+        before = np.searchsorted(words, np.flatnonzero(blank)) - 1
+        heads[blank] = words[np.maximum(before, 0)]
+    return np.full(len(doc), -1, np.int64), heads, np.full(len(doc), -1, np.int64)
 
 
 def _dep_label(token, attr: str) -> str:

@@ -16,9 +16,11 @@ from spacy.tokens import Doc
 from typer.testing import CliRunner
 
 from spacy_concept_align.cli import app
-from spacy_concept_align.corpus import find_treebank, read_conllu, read_docs, sentences_to_doc, unannotated
+from spacy_concept_align.chars import is_blank
+from spacy_concept_align.corpus import doc_to_conllu, find_treebank, read_conllu, read_docs, sentences_to_doc, unannotated
 from spacy_concept_align.labels import DEPRELS, UPOS
 from spacy_concept_align.pipeline import LONGEST_TREE
+from spacy_concept_align.validate import validate_conllu
 
 runner = CliRunner()
 SPACY_DEPS = {"ROOT"} | set(DEPRELS)
@@ -36,19 +38,28 @@ words = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(min_size=1, max_s
 
 
 def assert_well_formed(doc: Doc) -> None:
-    """Every token has a UD tag and relation; every sentence is one tree (one root, no cycle, heads inside)."""
+    """Every word has a UD tag and relation; blank tokens (spaces, zero-width, controls) hang from a word as SPACE;
+    every sentence is one tree (one root, no cycle, heads inside); the CoNLL-U written from it is valid."""
     for token in doc:
+        if is_blank(token.text):
+            assert (token.pos_, token.dep_) == ("SPACE", "dep"), (token.text, token.pos_)
+            assert not is_blank(token.head.text) or token.head.i == token.i
+            continue
         assert token.pos_ in UPOS, (token.text, token.pos_)
         assert token.dep_ in SPACY_DEPS, (token.text, token.dep_)
         assert (token.dep_ == "ROOT") == (token.head.i == token.i)
+        assert not is_blank(token.head.text)
     for sent in doc.sents:
-        assert sum(token.head.i == token.i for token in sent) == 1
+        words = [t for t in sent if not is_blank(t.text)]
+        assert sum(token.head.i == token.i for token in words) == (1 if words else 0)
         for token in sent:
             assert sent.start <= token.head.i < sent.end
             node, steps = token, 0
             while node.head.i != node.i:  # climbing heads reaches the root: no cycle
                 node, steps = node.head, steps + 1
                 assert steps <= len(sent)
+    conllu = "".join(doc_to_conllu(doc))
+    assert validate_conllu(conllu) == [], conllu
 
 
 @pytest.fixture(scope="module")
