@@ -193,6 +193,23 @@ def ship_default(pipeline: Path = typer.Argument(..., help="A trained pipeline d
 
 
 @app.command()
+def bundle(
+    pipeline: str = typer.Argument(..., help="A saved pipeline directory, or 'default' for the shipped default."),
+    output: Path = typer.Argument(..., help="Where to save the copy that carries its encoder."),
+):
+    """A copy of a pipeline that carries its encoder (compact), for `spacy package` and machines with no network."""
+    nlp = _load_pipeline(None if pipeline == "default" else Path(pipeline))
+    for _, pipe in nlp.pipeline:
+        if "save_encoder" in getattr(pipe, "cfg", {}):
+            pipe.cfg["save_encoder"] = True
+    with atomic_dir(output) as tmp:
+        nlp.to_disk(tmp)
+    size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file()) / 1e6
+    typer.echo(f"{output}: {size:.0f} MB with the encoder; `python -m spacy package {output} OUT --build wheel` "
+               "makes a wheel that loads offline")
+
+
+@app.command()
 def adapt(
     pipeline: str = typer.Argument(..., help="A saved pipeline directory, or 'default' for the shipped default."),
     support: Path = typer.Argument(..., help="CoNLL-U file of annotated sentences in the new language."),
@@ -407,6 +424,28 @@ def demo(
     else:
         typer.echo(f"\n{len(rows)} languages tagged with no data in any of them (source: {samples.name}); "
                    f"{len(with_data)} of them ({', '.join(with_data)}) have their own adaptation: `demo --in-language`.")
+
+
+@app.command()
+def soak(
+    n: int = typer.Option(10000, help="How many generated inputs."),
+    seed: int = typer.Option(0, help="Generator seed (a failure replays with the same seed)."),
+    pipeline: Optional[str] = typer.Option(None, help="A saved pipeline; default: the shipped default."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the figures as JSON here."),
+):
+    """Strange generated text through `tag` and the Python API; prints crashes, invalid CoNLL-U lines, peak RSS."""
+    from .soak import soak as run_soak
+
+    result = run_soak(n, seed, pipeline, log=lambda line: typer.echo(line, err=True))
+    for problem in result["problems"][:20]:
+        typer.echo(f"  {problem}")
+    typer.echo(f"{result['inputs']} inputs ({result['words']} words through tag): {result['crashes']} crashes, "
+               f"{result['invalid_lines']} invalid CoNLL-U lines, peak RSS {result['max_rss_mb']} MB, "
+               f"{result['seconds']} s")
+    if output:
+        output.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if result["crashes"] or result["invalid_lines"]:
+        raise typer.Exit(1)
 
 
 def main(prog_name: Optional[str] = None):

@@ -5,6 +5,7 @@ The pipe is thin: the frozen encoder (spacy_concept_align.encoders) gives word v
 """
 import copy
 import json
+import shutil
 import logging
 from itertools import islice
 from pathlib import Path
@@ -28,6 +29,7 @@ from thinc.api import Config, Model, PyTorchWrapper_v2
 from .chars import is_blank, is_symbol
 from .corpus import LANG_ATTR, ensure_extensions, unannotated
 from .encoders import OFFLINE_NAME, FrozenEncoder
+from .encoders.bundle import is_bundle, save_encoder
 from .features import FeatureSet
 from .labels import DEPREL_ID, DEPRELS, UPOS, UPOS_ID, to_spacy_dep, universal_deprel
 from .lexicon import PriorsByLanguage
@@ -39,6 +41,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_WEIGHTS = Path(__file__).parent / "data" / "default"
 #: Per-language word-form and relation priors beside the weights, when a language has any: {lang: gzipped JSON}.
 PRIORS_FILE = "priors.msgpack"
+#: Where a component saved with save_encoder = true keeps its encoder (spacy_concept_align.encoders.bundle).
+ENCODER_DIR = "encoder"
 
 # fmt: off
 DEFAULT_MODEL_CONFIG = f"""
@@ -89,27 +93,33 @@ def build_concept_aligner(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim
         "overwrite": True,
         "lang": None,
         "init_weights": "default",
+        "save_encoder": False,
         "min_count": 10,
         "scorer": {"@scorers": "spacy-concept-align.scorer.v1"},
     },
     default_score_weights={"pos_acc": 0.5, "dep_las": 0.5, "dep_uas": 0.0, "dep_las_per_type": None},
 )
 def make_concept_align(nlp: Language, name: str, model: Model, overwrite: bool, lang: Optional[str],
-                       init_weights: Optional[str], min_count: int, scorer: Optional[Callable]) -> "ConceptAlign":
+                       init_weights: Optional[str], save_encoder: bool, min_count: int,
+                       scorer: Optional[Callable]) -> "ConceptAlign":
     """Create a concept_align component.
 
     model (Model): from spacy-concept-align.ConceptAligner.v1.
     overwrite (bool): replace existing POS / parse annotation.
     lang (Optional[str]): language used when a doc does not name its own (doc._.concept_lang).
     init_weights (Optional[str]): "default" = the trained default shipped with the package, a path = a saved
-        component directory, null = untrained (call nlp.initialize with gold examples, then train).
+        component directory, null = untrained (call nlp.initialize with gold examples, then train). Read on first
+        use, unless from_disk (spacy.load) or initialize brings other weights first.
+    save_encoder (bool): to_disk also writes the encoder (compact, self-contained), so that the saved pipeline and
+        the package built from it load with no network and no cache.
     min_count (int): a class needs this many source examples to get a prototype at initialize.
     """
-    pipe = ConceptAlign(nlp.vocab, model, name, overwrite=overwrite, lang=lang, min_count=min_count, scorer=scorer)
+    pipe = ConceptAlign(nlp.vocab, model, name, overwrite=overwrite, lang=lang, min_count=min_count, scorer=scorer,
+                        save_encoder=save_encoder)
     if init_weights:
         path = DEFAULT_WEIGHTS if init_weights == "default" else Path(init_weights)
         if (path / "model.safetensors").exists():
-            pipe.load_weights(path)
+            pipe.pending_weights = path
         else:
             logger.warning("concept_align: no trained weights at %s; the component needs nlp.initialize + training", path)
     return pipe
@@ -119,18 +129,24 @@ class ConceptAlign(TrainablePipe):
     """Tags (token.pos), parses (token.head, token.dep) by aligning frozen encoder states to universal concepts."""
 
     def __init__(self, vocab: Vocab, model: Model, name: str = "concept_align", *, overwrite: bool = True,
-                 lang: Optional[str] = None, min_count: int = 10, scorer: Optional[Callable] = None):
+                 lang: Optional[str] = None, min_count: int = 10, scorer: Optional[Callable] = None,
+                 save_encoder: bool = False):
         ensure_extensions()
         self.vocab, self.model, self.name, self.scorer = vocab, model, name, scorer
         encoder: FrozenEncoder = model.attrs["encoder"]
-        self.cfg = {"overwrite": overwrite, "lang": lang, "min_count": min_count,
+        self.cfg = {"overwrite": overwrite, "lang": lang, "min_count": min_count, "save_encoder": save_encoder,
                     "encoder": {"name": encoder.name, "layer": encoder.layer, "pooling": encoder.pooling}}
         self._warned_langs: set = set()
+        #: Weights to read on first use (the factory's init_weights), unless from_disk or initialize comes first.
+        self.pending_weights: Optional[Path] = None
 
     # -- parts ----------------------------------------------------------------------------------------------
 
     @property
     def net(self) -> ConceptParser:
+        if self.pending_weights is not None:
+            path, self.pending_weights = self.pending_weights, None
+            self.load_weights(path)
         return self.model.shims[0]._model
 
     @property
@@ -224,6 +240,7 @@ class ConceptAlign(TrainablePipe):
         get_examples (Callable[[], Iterable[Example]]): gold examples with POS and heads.
         """
         validate_get_examples(get_examples, "ConceptAlign.initialize")
+        self.pending_weights = None
         features = self._gold_features(list(get_examples()))
         if features is None or not (features.upos >= 0).any():
             raise ValueError(f"{self.name}.initialize needs gold examples with POS and dependency annotation")
@@ -406,6 +423,7 @@ class ConceptAlign(TrainablePipe):
         self._set_state(cfg, (path / "model.safetensors").read_bytes(), priors, str(path / "model.safetensors"))
 
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
+        """cfg.json, model.safetensors, priors.msgpack and, with save_encoder, the encoder in ENCODER_DIR."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         cfg, weights, priors = self._state()
@@ -415,8 +433,17 @@ class ConceptAlign(TrainablePipe):
             srsly.write_msgpack(path / PRIORS_FILE, priors)
         elif (path / PRIORS_FILE).exists():
             (path / PRIORS_FILE).unlink()
+        if self.cfg.get("save_encoder"):
+            save_encoder(self.encoder, path / ENCODER_DIR)
+        elif (path / ENCODER_DIR).exists():
+            shutil.rmtree(path / ENCODER_DIR)
 
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "ConceptAlign":
+        """Weights from `path`; a saved encoder there (ENCODER_DIR) is used instead of resolving the encoder's name."""
+        path = Path(path)
+        self.pending_weights = None
+        if is_bundle(path / ENCODER_DIR):
+            self.encoder.use_files(path / ENCODER_DIR)
         self.load_weights(path)
         return self
 

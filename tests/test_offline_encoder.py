@@ -7,7 +7,11 @@ numbers are a regression fingerprint of this build.
 """
 import filecmp
 import json
+import os
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,3 +242,64 @@ def test_translation_is_closer_than_unrelated(tokenizer, model):
                                                "announcement")[0]
     assert _cos(cat, french) > _cos(cat, unrelated) + 0.1
     assert _cos(cat, german) > _cos(cat, unrelated) + 0.1
+
+
+# -------------------------------------------------------------------------------- several processes, kills
+
+def _build_process(cache: Path, wheels: Path) -> subprocess.Popen:
+    code = ("import sys; from pathlib import Path; from spacy_concept_align.encoders.offline import "
+            "build_offline_encoder; print(build_offline_encoder(wheel_dir=Path(sys.argv[1])))")
+    return subprocess.Popen([sys.executable, "-c", code, str(wheels)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=dict(os.environ, **{CACHE_ENV: str(cache)}))
+
+
+@pytest.mark.slow
+def test_two_processes_building_at_once_leave_one_good_build(offline_encoder_dir, tmp_path):
+    cache = tmp_path / "cache"
+    runs = [_build_process(cache, default_wheel_dir()) for _ in range(2)]
+    outputs = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-1500:] for _, err in outputs]
+    target = Path(outputs[0][0].strip())
+    assert Path(outputs[1][0].strip()) == target and offline._is_complete(target)
+    assert sum("building the offline encoder" in err for _, err in outputs) == 1  # the other waited, then reused it
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted([target.name, target.name + ".lock"])
+    assert filecmp.cmp(target / "model.safetensors", offline_encoder_dir / "model.safetensors", shallow=False)
+
+
+@pytest.mark.slow
+def test_a_build_killed_halfway_leaves_no_trusted_files(offline_encoder_dir, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    run = _build_process(cache, default_wheel_dir())
+    parent = cache / "encoders"
+    deadline = time.time() + 120
+    while not list(parent.glob("*.tmp-*")) and time.time() < deadline:  # killed while writing its temp dir
+        time.sleep(0.05)
+    time.sleep(0.5)
+    run.kill()
+    run.communicate()
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    target = offline_model_dir()
+    assert list(parent.glob("*.tmp-*")) and not offline._is_complete(target)
+    assert build_offline_encoder(wheel_dir=default_wheel_dir()) == target and offline._is_complete(target)
+    assert not list(parent.glob("*.tmp-*"))
+
+
+# ------------------------------------------------------------------------------ inside a saved pipeline
+
+@pytest.mark.slow
+def test_the_bundled_encoder_is_the_cached_build_cut_after_its_layer(offline_encoder_dir, tmp_path):
+    """What `save_encoder` writes (4-bit blocks, layers 1-6) gives the same vectors as the cached fp32 build."""
+    from spacy_concept_align.encoders import FrozenEncoder
+    from spacy_concept_align.encoders.bundle import Q4_WEIGHTS, save_encoder
+
+    cached = FrozenEncoder(OFFLINE_NAME, 6)
+    save_encoder(cached, tmp_path / "encoder")
+    assert (tmp_path / "encoder" / Q4_WEIGHTS).stat().st_size < 70e6
+    assert "MIT" in (tmp_path / "encoder" / "README.md").read_text()
+    bundled = FrozenEncoder(OFFLINE_NAME, 6)
+    bundled.use_files(tmp_path / "encoder")
+    sentences = [["Dafa", "tàng", "lool", "."], ["Le", "chat", "dort"]]
+    for (a, root_a), (b, root_b) in zip(cached(sentences), bundled(sentences)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(root_a, root_b)
+    assert bundled.model.config.num_hidden_layers == 6

@@ -75,3 +75,26 @@ def test_project_workflow_in_miniature(tmp_path, offline_encoder_dir):
                          env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"))
     tagged = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(tagged) == 5 and sum(dep == "ROOT" for _, dep in tagged) == 1
+
+    # The wheel carries its encoder: it loads with no network, no cache and a read-only empty HOME, and spaCy's
+    # own corpus command tags with it.
+    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("`unshare -n` is not permitted here (it needs root on Linux): the no-network load is not checked")
+    home = tmp_path / "home"
+    home.mkdir(mode=0o555)
+    offline = {k: v for k, v in os.environ.items() if not k.startswith(("SPACY_CONCEPT_ALIGN", "HF_", "TRANSFORMERS"))}
+    offline["HOME"] = str(home)
+    out = subprocess.run(["unshare", "-n", python, "-c", code], capture_output=True, text=True, env=offline)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == tagged
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"text": "Dem go come house ."}\n{"text": "Na im be dat ."}\n', encoding="utf-8")
+    applied = subprocess.run(["unshare", "-n", python, "-m", "spacy", "apply", "xx_concept_align_mini", str(corpus),
+                              str(tmp_path / "applied.spacy")], capture_output=True, text=True, env=offline)
+    assert applied.returncode == 0, applied.stderr[-2000:]
+    from spacy.tokens import DocBin
+    from spacy.vocab import Vocab
+
+    docs = list(DocBin().from_disk(tmp_path / "applied.spacy").get_docs(Vocab()))
+    assert [[t.pos_ for t in doc] for doc in docs][0] == [pos for pos, _ in tagged]
+    assert list(home.iterdir()) == []

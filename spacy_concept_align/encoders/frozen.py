@@ -14,6 +14,7 @@ import torch
 from spacy.util import registry
 
 from ..batching import padded_batches
+from .bundle import Q4_WEIGHTS, load_q4
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,9 @@ def _load(path: str, layer: int, precision: str = "fp32"):
     if not 0 <= layer <= n_layers:
         raise ValueError(f"{path} has {n_layers} layers; layer must be in 0..{n_layers}, got {layer}")
     config.num_hidden_layers = layer
+    if (Path(path) / Q4_WEIGHTS).is_file():  # the offline default saved inside a pipeline: 4-bit blocks
+        tokenizer, model = load_q4(Path(path))
+        return tokenizer, (_quantized(model) if precision == "int8" else model)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # the unused weights of layers above k are expected
     try:
@@ -140,11 +144,20 @@ class FrozenEncoder:
     def model(self):
         return _load(self.path, self.layer, self.precision)[1]
 
+    def use_files(self, path: Path) -> None:
+        """Read the model from `path` (an encoder saved inside a pipeline) instead of resolving `name`."""
+        self.__dict__["path"] = str(path)
+        self.__dict__.pop("config", None)
+
     @cached_property
     def config(self):
-        """The model's config (read once; no weights are loaded for it)."""
-        from transformers import AutoConfig
+        """The model's config (read once; no weights are loaded for it; the offline default's is known by heart)."""
+        from transformers import AutoConfig, BertConfig
 
+        from .offline import CONFIG, OFFLINE_NAME
+
+        if self.name == OFFLINE_NAME and "path" not in self.__dict__:  # no build needed to know its shape
+            return BertConfig(**CONFIG)
         return AutoConfig.from_pretrained(self.path)
 
     @property

