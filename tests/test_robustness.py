@@ -343,3 +343,13 @@ def test_a_failed_save_leaves_no_folder(tmp_path):
         (tmp / "new.json").write_text("{}")
     assert [p.name for p in target.iterdir()] == ["new.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["pipeline"]
+
+
+@pytest.mark.slow
+def test_soak_in_miniature(offline_encoder_dir, tmp_path):
+    """The soak command's run, a few hundred inputs: no crash, no invalid CoNLL-U line, through `tag` and nlp()."""
+    from spacy_concept_align.soak import soak
+
+    result = soak(n=200, seed=1, workdir=tmp_path, log=lambda line: None)
+    assert (result["crashes"], result["invalid_lines"]) == (0, 0), result["problems"]
+    assert result["words"] > 2000
