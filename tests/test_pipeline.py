@@ -106,6 +106,35 @@ def test_to_disk_and_spacy_load(trained, tmp_path):
             assert path.suffix not in (".pkl", ".pickle", ".pt")
 
 
+def test_save_encoder_writes_it_and_loading_reads_it(trained, tmp_path):
+    """With save_encoder the component folder carries its encoder (safetensors + tokenizer), and a load uses it."""
+    from spacy_concept_align.encoders.bundle import BUNDLE_FILE
+
+    nlp = trained[0]
+    pipe = nlp.get_pipe("concept_align")
+    pipe.cfg["save_encoder"] = True
+    try:
+        nlp.to_disk(tmp_path / "model")
+    finally:
+        pipe.cfg["save_encoder"] = False
+    encoder_dir = tmp_path / "model" / "concept_align" / "encoder"
+    assert json.loads((encoder_dir / BUNDLE_FILE).read_text())["weights"] == "checkpoint"
+    assert (encoder_dir / "model.safetensors").is_file() and (encoder_dir / "tokenizer.json").is_file()
+    loaded = spacy.load(tmp_path / "model")
+    assert Path(loaded.get_pipe("concept_align").encoder.path) == encoder_dir
+    assert _predictions(loaded.pipe(TEXTS)) == _predictions(nlp.pipe(TEXTS))
+    nlp.to_disk(tmp_path / "model")  # saved again without it: no stale encoder left behind
+    assert not encoder_dir.exists()
+
+
+def test_default_weights_are_read_on_first_use_not_at_construction(tiny_bert_dir, trained, tmp_path):
+    trained[0].get_pipe("concept_align").to_disk(tmp_path / "component")
+    nlp = _blank(tiny_bert_dir, init_weights=str(tmp_path / "component"))
+    pipe = nlp.get_pipe("concept_align")
+    assert pipe.pending_weights == tmp_path / "component"
+    assert pipe.is_initialized and pipe.pending_weights is None
+
+
 def test_to_bytes_and_from_bytes(trained, tiny_bert_dir):
     nlp = trained[0]
     fresh = _blank(tiny_bert_dir)
