@@ -195,7 +195,7 @@ def _fit_phi(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Tensor
 def _fit_arcs_epochs(net: ConceptParser, support: FeatureSet, settings: AdaptSettings):
     """A whole treebank: the language's own arc scorer, from the multilingual one (+ a context layer), in epochs."""
     arcs = copy.deepcopy(net.arcs)
-    if settings.arc_context:
+    if settings.arc_context and arcs.context is None:  # a multilingual context layer is fine-tuned, not replaced
         arcs.add_context(settings.arc_context, settings.arc_context_input)
     if not settings.arc_train_mlps:
         for param in [*arcs.dep_mlp.parameters(), *arcs.head_mlp.parameters()]:

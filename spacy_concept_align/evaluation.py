@@ -15,6 +15,7 @@ import torch
 
 from spacy.tokens import Doc
 
+from .consistency import violations
 from .corpus import TreebankFile, UDSentence, list_treebanks
 from .features import FeatureSet, extract_features
 from .labels import DEPREL_ID, DEPRELS, ROOT_ID, UPOS, UPOS_ID, universal_deprel
@@ -47,6 +48,7 @@ class Scores:
     las: float
     label_acc: float
     words: int
+    inconsistent: float = 0.0  # % of words whose (UPOS, relation) pair UD forbids (consistency.ALLOWED)
 
 
 def conll18_scores(gold: FeatureSet, upos: np.ndarray, heads: np.ndarray, deprels: np.ndarray) -> Scores:
@@ -56,7 +58,8 @@ def conll18_scores(gold: FeatureSet, upos: np.ndarray, heads: np.ndarray, deprel
     label_ok = deprels == gold.deprels
     return Scores(100 * float(np.mean(upos == gold.upos)) if n else 0.0, 100 * float(np.mean(head_ok)) if n else 0.0,
                   100 * float(np.mean(head_ok & label_ok)) if n else 0.0,
-                  100 * float(np.mean(label_ok)) if n else 0.0, n)
+                  100 * float(np.mean(label_ok)) if n else 0.0, n,
+                  100 * violations(upos, deprels) / n if n else 0.0)
 
 
 def gold_labels(sentences: Sequence[UDSentence]) -> FeatureSet:
@@ -194,9 +197,10 @@ def summary(result: dict) -> Dict[str, Dict[str, float]]:
     """Mean and spread (standard deviation across treebanks) of each system's UPOS / UAS / LAS."""
     out = {}
     for system in result["systems"]:
-        table = np.array([[row[system][k] for k in ("upos", "uas", "las", "label_acc")] for row in result["rows"]])
+        keys = ("upos", "uas", "las", "label_acc", "inconsistent")
+        table = np.array([[row[system].get(k, 0.0) for k in keys] for row in result["rows"]])
         if len(table):
-            out[system] = {f"mean_{k}": float(v) for k, v in zip(("upos", "uas", "las", "label_acc"), table.mean(0))}
+            out[system] = {f"mean_{k}": float(v) for k, v in zip(keys, table.mean(0))}
             out[system].update({f"spread_{k}": float(v) for k, v in zip(("upos", "las"), table[:, [0, 2]].std(0))})
     return out
 
@@ -214,6 +218,8 @@ def markdown_table(result: dict) -> str:
         f"**{stats[s]['mean_upos']:.1f} / {stats[s]['mean_uas']:.1f} / {stats[s]['mean_las']:.1f}**" for s in systems) + " | |")
     lines.append("| spread (std of UPOS / LAS across treebanks) | | " + " | ".join(
         f"{stats[s]['spread_upos']:.1f} / {stats[s]['spread_las']:.1f}" for s in systems) + " | |")
+    lines.append("| words with a (UPOS, relation) pair UD forbids (%) | | " + " | ".join(
+        f"{stats[s]['mean_inconsistent']:.2f}" for s in systems) + " | |")
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,7 @@ from .arcs import BiaffineArcScorer, decode_batch, pad_batch
 from .batching import padded_batches
 from .features import FeatureSet
 from .concepts import relation_vectors
+from .consistency import joint_decode
 from .labels import DEPRELS, ROOT_ID, UPOS
 from .lexicon import PriorsByLanguage, arc_context
 
@@ -65,12 +66,19 @@ class ConceptParser(nn.Module):
     """
 
     def __init__(self, width: int, pos_hidden: int = 256, pos_dim: int = 32, rel_hidden: int = 384,
-                 rel_dim: int = 64, arc_hidden: int = 256, dropout: float = 0.33, token_dropout: bool = False):
+                 rel_dim: int = 64, arc_hidden: int = 256, dropout: float = 0.33, token_dropout: bool = False,
+                 consistent_labels: bool = True, joint_weight: float = 0.3, arc_context: int = 0,
+                 arc_context_input: int = 0):
         super().__init__()
         self.width = width
+        #: Decode UPOS and relation together over the pairs UD allows (consistency.COMPATIBLE), the relation's
+        #: log-probabilities weighted by joint_weight (0: the relation adapts to the tag, never the reverse).
+        self.consistent_labels, self.joint_weight = consistent_labels, joint_weight
         self.pos = ConceptAligner(width, pos_hidden, pos_dim, len(UPOS), dropout, token_dropout)
         self.rel = ConceptAligner(width, rel_hidden, rel_dim, len(DEPRELS), dropout, token_dropout)
         self.arcs = BiaffineArcScorer(width, arc_hidden, dropout)
+        if arc_context:  # the multilingual arc scorer reads the words through a BiLSTM (arcs.WordContext)
+            self.arcs.add_context(arc_context, arc_context_input)
         self.language_arcs = nn.ModuleDict()  # arc scorers fine-tuned for one language (few-shot)
         self.priors = PriorsByLanguage()  # word forms' labels etc. from a language's own sentences
 
@@ -137,7 +145,11 @@ class ConceptParser(nn.Module):
             rel_scores = (rel_scores + priors.rel.log_prior(forms, priors.weights)
                           + priors.weights.table * priors.relation_log_prior(upos, heads, features.offsets))
         # The root's label is "root"; no other word may take it.
-        rel_scores[:, ROOT_ID] = np.where(heads == 0, 1e9, -1e9)
+        is_root = (heads == 0)[:, None]
+        rel_scores = np.where(is_root == (np.arange(len(DEPRELS)) == ROOT_ID)[None], rel_scores, -np.inf)
+        if self.consistent_labels:
+            upos, deprels = joint_decode(pos_scores, self.joint_weight * rel_scores)
+            return upos, heads, deprels
         return upos, heads, rel_scores.argmax(-1)
 
     def relation_inputs(self, features: FeatureSet, heads: np.ndarray, upos: np.ndarray,
@@ -147,7 +159,9 @@ class ConceptParser(nn.Module):
         arc: the dependent's vector, its UPOS, its head's UPOS (or root), direction and log distance.
         """
         extra = self.rel.extra_inputs(lang)
-        return relation_features(self.contextual_words(features, lang), features, heads, upos, structure=extra > 0,
+        # Multilingual relations were learned on the vectors; a language's own relation layer on its arc scorer's.
+        words = self.contextual_words(features, lang) if lang in self.language_arcs else features.words
+        return relation_features(np.asarray(words, np.float32), features, heads, upos, structure=extra > 0,
                                  dependent=extra == self.width + STRUCTURE_FEATURES)
 
     def contextual_words(self, features: FeatureSet, lang: Optional[str] = None, batch_size: int = 64,

@@ -55,6 +55,8 @@ rel_dim = 64
 arc_hidden = 256
 dropout = 0.33
 token_dropout = false
+consistent_labels = true
+joint_weight = 0.3
 
 [model.encoder]
 @architectures = "spacy-concept-align.FrozenEncoder.v1"
@@ -72,14 +74,20 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 @registry.architectures("spacy-concept-align.ConceptAligner.v1")
 def build_concept_aligner(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: int = 32, rel_hidden: int = 384,
                           rel_dim: int = 64, arc_hidden: int = 256, dropout: float = 0.33,
-                          token_dropout: bool = False) -> Model:
+                          token_dropout: bool = False, consistent_labels: bool = True,
+                          joint_weight: float = 0.3, arc_context: int = 0, arc_context_input: int = 0) -> Model:
     """The learned parts (UPOS aligner, relation aligner, arc scorer) as one thinc-wrapped torch module.
 
     encoder (FrozenEncoder): where word vectors come from; kept in model.attrs["encoder"].
     token_dropout (bool): drop whole token vectors, as the original code does, instead of single units.
+    consistent_labels (bool): decode UPOS and relation jointly over the pairs UD allows (false: independently).
+    joint_weight (float): weight of the relation's log-probabilities in that joint decision.
+    arc_context (int): the multilingual arc scorer reads the words through a BiLSTM of this size (0 = none);
+        arc_context_input: the vectors reduced to this size before it (0 = as they are).
     RETURNS (Model): a PyTorchWrapper whose shim holds the ConceptParser, so spaCy's optimizer can step it.
     """
-    net = ConceptParser(encoder.width, pos_hidden, pos_dim, rel_hidden, rel_dim, arc_hidden, dropout, token_dropout)
+    net = ConceptParser(encoder.width, pos_hidden, pos_dim, rel_hidden, rel_dim, arc_hidden, dropout, token_dropout,
+                        consistent_labels, joint_weight, arc_context, arc_context_input)
     model = PyTorchWrapper_v2(net)
     model.attrs["encoder"] = encoder
     return model

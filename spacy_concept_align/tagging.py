@@ -64,27 +64,30 @@ def input_format(path: Path, declared: str = "auto") -> str:
     return "text"
 
 
-def read_input(nlp, path: Path, fmt: str = "auto", lang: Optional[str] = None) -> Tuple[list, Optional[list]]:
-    """Untagged Docs of a file and, for CoNLL-U, the sentences they came from. Raises InputError (file:line)."""
+def read_input(nlp, path: Path, fmt: str = "auto", lang: Optional[str] = None) -> Tuple[Iterable, Optional[list]]:
+    """Untagged Docs of a file (made lazily, as they are tagged) and, for CoNLL-U, the sentences they came from.
+
+    The whole file is read and checked first: a problem raises InputError (file:line) before any Doc exists.
+    """
     ensure_extensions()
     path = Path(path)
     fmt = input_format(path, fmt)
     if fmt == "conllu":
         sentences = read_conllu(path)
         file_lang = lang or (treebank_codes(path)[0] if "-ud-" in path.name else None)
-        docs = [unannotated(sentences_to_doc(nlp.vocab, [s], file_lang)) for s in sentences]
+        docs = (unannotated(sentences_to_doc(nlp.vocab, [s], file_lang)) for s in sentences)
         return docs, [[s] for s in sentences]
-    docs = []
-    for number, line in _lines(path):
-        if fmt == "jsonl":
-            text, doc_lang = _json_record(path, number, line)
-        else:
-            text, doc_lang = line.strip(), None
-        if text.strip():
-            doc = nlp.make_doc(text)
-            doc._.set(LANG_ATTR, doc_lang or lang)
-            docs.append(doc)
-    return docs, None
+    if fmt == "jsonl":
+        records = [_json_record(path, number, line) for number, line in _lines(path)]
+    else:
+        records = [(line.strip(), None) for _, line in _lines(path)]
+    return (_doc(nlp, text, doc_lang or lang) for text, doc_lang in records if text.strip()), None
+
+
+def _doc(nlp, text: str, lang: Optional[str]):
+    doc = nlp.make_doc(text)
+    doc._.set(LANG_ATTR, lang)
+    return doc
 
 
 def _lines(path: Path) -> Iterator[Tuple[int, str]]:
@@ -131,22 +134,31 @@ def write_output(docs: Iterable, path: Path, originals: Optional[list] = None) -
     fmt = output_format(path)
     if fmt == "conllu":
         return write_conllu(docs, path, originals)
-    docs = list(docs)
+    n_sents = 0
+
+    def counted(stream):
+        nonlocal n_sents
+        for doc in stream:
+            n_sents += len(list(doc.sents)) if doc.has_annotation("DEP") else 1
+            yield doc
+
     if fmt == "spacy":
         from spacy.tokens import DocBin
 
-        _write_atomic(path, DocBin(docs=docs, store_user_data=True).to_bytes())
+        _write_atomic(path, [DocBin(docs=counted(docs), store_user_data=True).to_bytes()])
     else:
-        _write_atomic(path, "".join(json.dumps(doc.to_json(), ensure_ascii=False) + "\n" for doc in docs).encode())
-    return sum(len(list(doc.sents)) if doc.has_annotation("DEP") else 1 for doc in docs)
+        _write_atomic(path, ((json.dumps(doc.to_json(), ensure_ascii=False) + "\n").encode() for doc in counted(docs)))
+    return n_sents
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
+    """Write chunks as they come into a temporary file beside `path`, renamed into place once complete."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(data)
+            for chunk in chunks:
+                out.write(chunk)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
