@@ -165,11 +165,7 @@ class ConceptAligner(nn.Module):
 
     def logits(self, x: torch.Tensor, lang: Optional[str] = None, prototypes: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Class scores -||A_lang Phi(x) - P_c||^2 (P: the source prototypes, shifted for `lang`, unless given)."""
-        protos = prototypes
-        if protos is None:
-            protos = self.prototypes()
-            if lang in self.adaptors:
-                protos = protos + self.adaptors[lang].prototype_shift
+        protos = self.language_prototypes(lang) if prototypes is None else prototypes
         return distance_logits(self.embed(x, lang), protos, self.valid)
 
     def support_prototypes(self, z: torch.Tensor, labels: torch.Tensor, shrink: float) -> torch.Tensor:
@@ -183,3 +179,8 @@ class ConceptAligner(nn.Module):
         counts = torch.bincount(labels[keep], minlength=n_classes).to(z.dtype).unsqueeze(1)
         source = self.prototypes()
         return torch.where(counts > 0, (sums + shrink * source) / (counts + shrink).clamp(min=1e-6), source)
+
+    def language_prototypes(self, lang: Optional[str] = None) -> torch.Tensor:
+        """The prototypes `lang` is classified against: the source ones, shifted by its adaptor."""
+        protos = self.prototypes()
+        return protos + self.adaptors[lang].prototype_shift if lang in self.adaptors else protos

@@ -212,20 +212,33 @@ def bundle(
 @app.command()
 def adapt(
     pipeline: str = typer.Argument(..., help="A saved pipeline directory, or 'default' for the shipped default."),
-    support: Path = typer.Argument(..., help="CoNLL-U file of annotated sentences in the new language."),
+    support: Optional[Path] = typer.Argument(None, help="CoNLL-U file of annotated sentences in the new language."),
     lang: str = typer.Option(..., help="Language code the adaptor is stored under (docs in it will use it)."),
     output: Path = typer.Option(..., "--output", "-o", help="Where to save the adapted pipeline."),
-    limit: int = typer.Option(0, help="Use only the first N sentences (0 = all)."),
+    limit: int = typer.Option(0, help="Use only the first N annotated sentences (0 = all)."),
+    unlabeled: List[Path] = typer.Option([], help="Raw text of the language (text, JSONL or CoNLL-U, as `tag` reads "
+                                                  "it; labels unused): its prototypes move to its own words. After "
+                                                  "the annotated sentences when both are given."),
 ):
-    """Few-shot: adapt the pipeline to a new language from a few annotated sentences; save it."""
+    """Adapt the pipeline to a language from a few annotated sentences and/or its raw text; save it."""
     from .corpus import read_docs
+    from .tagging import read_input
 
+    if support is None and not unlabeled:
+        raise typer.BadParameter("give annotated sentences (SUPPORT) and/or --unlabeled raw text")
     nlp = _load_pipeline(None if pipeline == "default" else Path(pipeline))
-    docs = read_docs(support, nlp.vocab, limit=limit)
-    report = nlp.get_pipe("concept_align").adapt(docs, lang=lang)
+    pipe = nlp.get_pipe("concept_align")
+    done = []
+    if support is not None:
+        docs = read_docs(support, nlp.vocab, limit=limit)
+        report = pipe.adapt(docs, lang=lang)
+        done.append(f"{len(docs)} annotated sentences in {report['seconds']:.1f} s")
+    for path in unlabeled:
+        report = pipe.adapt_unlabeled(read_input(nlp, path)[0], lang=lang)
+        done.append(f"{report['words']:.0f} words of {path.name} in {report['seconds']:.1f} s")
     with atomic_dir(output) as tmp:
         nlp.to_disk(tmp)
-    typer.echo(f"adapted to {lang!r} from {len(docs)} sentences in {report['seconds']:.1f} s -> {output}")
+    typer.echo(f"adapted to {lang!r} from {' and '.join(done)} -> {output}")
 
 
 @app.command()
@@ -283,6 +296,8 @@ def evaluate(
     only: List[str] = typer.Option([], "--only", help="Evaluate just these languages or treebanks."),
     baselines: bool = typer.Option(True, help="Also score the same-encoder baselines."),
     spacy_baseline: Optional[Path] = typer.Option(None, help="A pipeline from the `baseline` command, scored too."),
+    unlabeled: bool = typer.Option(False, help="Also score the pipeline adapted to each test set's own words, "
+                                               "without their labels (transductive raw-text adaptation)."),
 ):
     """Zero-shot UPOS / UAS / LAS on the test split of every language the pipeline was not trained on."""
     import spacy
@@ -292,7 +307,8 @@ def evaluate(
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     result = run_evaluation(_load_pipeline(pipeline), data_dir, _split(only) or None, baselines,
-                            spacy_baseline=spacy.load(spacy_baseline) if spacy_baseline else None)
+                            spacy_baseline=spacy.load(spacy_baseline) if spacy_baseline else None,
+                            unlabeled=unlabeled)
     write_report(result, output)
     typer.echo(markdown_table(dict(result, summary=summary(result))))
     typer.echo(f"{len(result['rows'])} treebanks in {result['seconds']:.0f} s -> {output}/results.md")

@@ -155,11 +155,16 @@ def target_treebanks(exclude_langs: Sequence[str], data_dir: Optional[Path] = No
 SPACY_BASELINE = "spaCy trf tagger+parser (same sources)"
 
 
+UNLABELED = "concept_align (+ the test text, unlabeled)"
+
+
 def evaluate(nlp, data_dir: Optional[Path] = None, only: Optional[Sequence[str]] = None, baselines: bool = True,
-             progress: bool = True, spacy_baseline=None) -> dict:
+             progress: bool = True, spacy_baseline=None, unlabeled: bool = False) -> dict:
     """Per-treebank zero-shot scores of the pipeline (and baselines) on the test splits of unseen languages.
 
     spacy_baseline (Optional[Language]): a pipeline from `python -m spacy_concept_align baseline`, scored too.
+    unlabeled (bool): also score the pipeline adapted to each test set's own words, without their labels
+        (transductive: adapt.adapt_unlabeled), on a copy per treebank.
     """
     pipe = nlp.get_pipe("concept_align")
     net, encoder, meta = pipe.net, pipe.encoder, pipe.cfg.get("meta", {})
@@ -173,6 +178,8 @@ def evaluate(nlp, data_dir: Optional[Path] = None, only: Optional[Sequence[str]]
         systems[LinearProbe.name] = LinearProbe(net, _concat(list(pools.values())))
     if spacy_baseline is not None:
         systems[SPACY_BASELINE] = spacy_baseline
+    if unlabeled:
+        systems[UNLABELED] = UNLABELED
     rows = []
     start = time.perf_counter()
     for tb in target_treebanks(exclude, data_dir, only):
@@ -184,13 +191,27 @@ def evaluate(nlp, data_dir: Optional[Path] = None, only: Optional[Sequence[str]]
 
                 row[name] = asdict(conll18_scores(*predict_treebank(system, tb.path)))
                 continue
-            predicted = net.predict(features) if system is None else system.predict(features)
+            if system == UNLABELED:
+                predicted = _predict_after_unlabeled(net, features)
+            else:
+                predicted = net.predict(features) if system is None else system.predict(features)
             row[name] = asdict(conll18_scores(features, *predicted))
         rows.append(row)
         main = row["concept_align (zero-shot)"]
         logger.info("%s: UPOS %.1f UAS %.1f LAS %.1f", tb.treebank, main["upos"], main["uas"], main["las"])
     return {"systems": list(systems), "rows": rows, "excluded_languages": exclude,
             "encoder": pipe.cfg["encoder"], "seconds": time.perf_counter() - start}
+
+
+def _predict_after_unlabeled(net: ConceptParser, features: FeatureSet):
+    """Predictions of a copy of `net` adapted to the words it is about to tag (their labels unseen)."""
+    import copy
+
+    from .adapt import adapt_unlabeled
+
+    target = copy.deepcopy(net)
+    adapt_unlabeled(target, features, "__target__")
+    return target.predict(features, "__target__")
 
 
 def summary(result: dict) -> Dict[str, Dict[str, float]]:

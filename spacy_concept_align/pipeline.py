@@ -5,13 +5,14 @@ The pipe is thin: the frozen encoder (spacy_concept_align.encoders) gives word v
 """
 import copy
 import json
-import shutil
 import logging
+import shutil
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+import spacy
 import srsly
 import torch
 from safetensors.torch import load as load_tensors
@@ -296,6 +297,30 @@ class ConceptAlign(TrainablePipe):
         report = adapt_language(self.net, features, lang, AdaptSettings(**settings), forms)
         self._warned_langs.discard(lang)
         logger.info("concept_align: adapted to %r from %d sentences in %.1f s", lang, len(features), report["seconds"])
+        return report
+
+    def adapt_unlabeled(self, texts: Iterable[Union[str, Doc]], lang: str, batch_size: int = 256,
+                        **settings) -> Dict[str, float]:
+        """Raw text of `lang`, no annotation: its prototypes move to where its own words lie (one k-means step from
+        the current ones, confident words only); any earlier adaptation of `lang` is kept.
+
+        texts: strings (split by spaCy's multi-language tokenizer) or Docs, of any number: read in batches.
+        settings: fields of spacy_concept_align.adapt.UnlabeledSettings (confidence, shrink, relations).
+        """
+        from .adapt import UnlabeledSettings, adapt_unlabeled
+
+        tokenizer = spacy.blank("xx").tokenizer
+
+        def chunks():
+            stream = iter(texts)
+            while batch := list(islice(stream, batch_size)):
+                docs = [tokenizer(t) if isinstance(t, str) else t for t in batch]
+                words = [[doc[i].text for i in idx] for doc in docs for idx in _sentence_words(doc)]
+                if words:
+                    yield FeatureSet.from_vectors(self.encoder(words))
+
+        report = adapt_unlabeled(self.net, chunks(), lang, UnlabeledSettings(**settings))
+        self._warned_langs.discard(lang)
         return report
 
     def get_loss(self, examples: Iterable[Example], scores=None) -> Tuple[float, None]:

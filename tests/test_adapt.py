@@ -145,3 +145,29 @@ def test_priors_from_the_support_words_decide_words_seen_there(setup, ud_file):
     assert np.array_equal(net.predict(support, "wo")[0], without)  # no forms given: no priors used
     with pytest.raises(ValueError, match="word forms"):
         adapt_language(net, support, "wo", AdaptSettings(steps=1), forms[:-1])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Raw text
+
+def test_unlabeled_text_moves_only_its_languages_prototypes(setup):
+    from spacy_concept_align.adapt import UnlabeledSettings, adapt_unlabeled
+
+    net, wolof = setup
+    shared, zero_shot = state(net), net.predict(wolof)
+    whole = adapt_unlabeled(net, wolof, "wo", UnlabeledSettings(confidence=0.0))
+    expected = net.pos.adaptors["wo"].prototype_shift.clone()
+    assert 0 < whole["pos_confident"] <= 1 and whole["words"] == wolof.n_words
+    assert all(torch.equal(shared[k], v) for k, v in state(net).items() if k in shared)
+    assert torch.count_nonzero(expected) > 0 and torch.count_nonzero(net.rel.adaptors["wo"].prototype_shift) > 0
+    for got, want in zip(net.predict(wolof), zero_shot):  # the zero-shot path is untouched
+        assert np.array_equal(got, want)
+    # in chunks: the same class sums, so the same prototypes (every word assigned by the model as it was)
+    for aligner in (net.pos, net.rel):
+        del aligner.adaptors["wo"]
+    adapt_unlabeled(net, [wolof.select(range(0, 30)), wolof.select(range(30, 60))], "wo",
+                    UnlabeledSettings(confidence=0.0))
+    torch.testing.assert_close(net.pos.adaptors["wo"].prototype_shift, expected)
+    with pytest.raises(ValueError, match="at least one word"):
+        adapt_unlabeled(net, [], "xx")
+    assert "xx" not in net.languages

@@ -68,6 +68,21 @@ def test_adapt_and_convert(tiny_pipeline_dir, wolof_file, tmp_path):
     assert len(docs) == 3 and docs[0].has_annotation("DEP") and docs[0][0].pos_
 
 
+def test_adapt_from_raw_text_then_annotated_sentences(tiny_pipeline_dir, wolof_file, tmp_path):
+    raw = tmp_path / "wolof.txt"
+    raw.write_text("Dafa tàng lool .\nNdax dinga ñëw ?\nMaa ngi fi rekk .\n", encoding="utf-8")
+    result = runner.invoke(app, ["adapt", str(tiny_pipeline_dir), "--unlabeled", str(raw), "--lang", "wo",
+                                 "-o", str(tmp_path / "raw")])
+    assert result.exit_code == 0, result.output
+    assert "13 words of wolof.txt" in result.output
+    pipe = spacy.load(tmp_path / "raw").get_pipe("concept_align")
+    assert pipe.languages == ["wo"] and pipe.net.pos.adaptors["wo"].prototype_shift.abs().sum() > 0
+    both = runner.invoke(app, ["adapt", str(tiny_pipeline_dir), str(wolof_file), "--unlabeled", str(raw),
+                               "--lang", "wo", "-o", str(tmp_path / "both")])
+    assert both.exit_code == 0 and "annotated sentences" in both.output and "words of wolof.txt" in both.output
+    assert runner.invoke(app, ["adapt", str(tiny_pipeline_dir), "--lang", "wo", "-o", str(tmp_path / "x")]).exit_code
+
+
 @pytest.fixture
 def small_ud_dir(tmp_path):
     """A UD folder (no MANIFEST) with a 120-sentence Wolof train split + test split and a 50-sentence Welsh one."""
