@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import conllu
 from spacy.language import Language
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Token
 from spacy.training import Example
 from spacy.util import registry
 from spacy.vocab import Vocab
@@ -25,10 +25,31 @@ from .paths import ud_dir
 LANG_ATTR = "concept_lang"
 
 
+#: Token / Doc extension: how sure the component is (token: P(tag) x P(head); doc: the mean over its words).
+CONFIDENCE_ATTR = "concept_confidence"
+
+
 def ensure_extensions() -> None:
-    """Register the Doc attribute that names a doc's language (idempotent, like spacy-transformers')."""
+    """Register the extensions the component reads and sets (idempotent, like spacy-transformers'): the doc's
+    language, and the confidence of its words (stored once per doc as `doc._.concept_confidences`, one value per
+    token, None for blank tokens)."""
     if not Doc.has_extension(LANG_ATTR):
         Doc.set_extension(LANG_ATTR, default=None)
+    if not Doc.has_extension("concept_confidences"):
+        Doc.set_extension("concept_confidences", default=None)
+        Token.set_extension(CONFIDENCE_ATTR, getter=_token_confidence)
+        Doc.set_extension(CONFIDENCE_ATTR, getter=_doc_confidence)
+
+
+def _token_confidence(token) -> Optional[float]:
+    values = token.doc._.concept_confidences
+    return values[token.i] if values is not None else None
+
+
+def _doc_confidence(doc) -> Optional[float]:
+    """The expected share of words whose tag and head are both right, if the confidences are calibrated."""
+    values = [v for v in (doc._.concept_confidences or []) if v is not None]
+    return sum(values) / len(values) if values else None
 
 
 class InputError(ValueError):

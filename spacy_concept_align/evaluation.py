@@ -193,14 +193,30 @@ def evaluate(nlp, data_dir: Optional[Path] = None, only: Optional[Sequence[str]]
                 continue
             if system == UNLABELED:
                 predicted = _predict_after_unlabeled(net, features)
+            elif system is None:
+                *predicted, confidence = net.predict_with_confidence(features)
+                correct = (predicted[0] == features.upos) & (predicted[1] == features.heads)
+                row["calibration"] = calibration(correct, confidence.prod(1))
             else:
-                predicted = net.predict(features) if system is None else system.predict(features)
+                predicted = system.predict(features)
             row[name] = asdict(conll18_scores(features, *predicted))
         rows.append(row)
         main = row["concept_align (zero-shot)"]
         logger.info("%s: UPOS %.1f UAS %.1f LAS %.1f", tb.treebank, main["upos"], main["uas"], main["las"])
     return {"systems": list(systems), "rows": rows, "excluded_languages": exclude,
             "encoder": pipe.cfg["encoder"], "seconds": time.perf_counter() - start}
+
+
+def calibration(correct: np.ndarray, confidence: np.ndarray, bins: int = 10) -> dict:
+    """How well `token._.concept_confidence` (P(tag) x P(head)) predicts that tag and head are both right:
+    expected calibration error over equal-width bins, the mean confidence against the accuracy (what
+    `doc._.concept_confidence` estimates), and the bins (words, mean confidence, accuracy) for a reliability plot."""
+    which = np.clip((np.asarray(confidence) * bins).astype(int), 0, bins - 1)
+    table = [[int((which == b).sum()), float(confidence[which == b].mean()) if (which == b).any() else 0.0,
+              float(correct[which == b].mean()) if (which == b).any() else 0.0] for b in range(bins)]
+    n = max(len(correct), 1)
+    return {"ece": 100 * sum(k * abs(c - a) for k, c, a in table) / n, "confidence": 100 * float(np.mean(confidence)),
+            "accuracy": 100 * float(np.mean(correct)), "bins": table}
 
 
 def _predict_after_unlabeled(net: ConceptParser, features: FeatureSet):
@@ -226,6 +242,24 @@ def summary(result: dict) -> Dict[str, Dict[str, float]]:
     return out
 
 
+def calibration_summary(result: dict) -> Optional[dict]:
+    """Word-level ECE over all words (pooled bins) and per language, and how close the language-level estimate
+    (mean confidence) comes to the real share of words with tag and head right."""
+    rows = [row for row in result["rows"] if "calibration" in row]
+    if not rows:
+        return None
+    pooled = np.array([[b[0], b[0] * b[1], b[0] * b[2]] for row in rows for b in row["calibration"]["bins"]])
+    bins = len(rows[0]["calibration"]["bins"])
+    sums = pooled.reshape(len(rows), bins, 3).sum(0)
+    words = sums[:, 0].sum()
+    estimate = np.array([[row["calibration"]["confidence"], row["calibration"]["accuracy"]] for row in rows])
+    return {"ece_words": float(100 * np.abs(sums[:, 1] - sums[:, 2]).sum() / words),
+            "ece_per_language": float(np.mean([row["calibration"]["ece"] for row in rows])),
+            "language_estimate_error": float(np.mean(np.abs(estimate[:, 0] - estimate[:, 1]))),
+            "language_estimate_correlation": float(np.corrcoef(estimate.T)[0, 1]) if len(rows) > 2 else None,
+            "bins": [[int(n), float(c / n) if n else 0.0, float(a / n) if n else 0.0] for n, c, a in sums]}
+
+
 def markdown_table(result: dict) -> str:
     systems = result["systems"]
     head = "| treebank | words | " + " | ".join(f"{s}: UPOS / UAS / LAS" for s in systems) + " | literature (other encoders / UD versions) |"
@@ -241,13 +275,20 @@ def markdown_table(result: dict) -> str:
         f"{stats[s]['spread_upos']:.1f} / {stats[s]['spread_las']:.1f}" for s in systems) + " | |")
     lines.append("| words with a (UPOS, relation) pair UD forbids (%) | | " + " | ".join(
         f"{stats[s]['mean_inconsistent']:.2f}" for s in systems) + " | |")
+    calib = calibration_summary(result)
+    if calib:
+        lines.append(f"\nConfidence (P(tag) x P(head) against tag and head both right), {systems[0]}: expected "
+                     f"calibration error {calib['ece_words']:.1f} points over all words ({calib['ece_per_language']:.1f} "
+                     f"per language); the language-level estimate (mean confidence) is off by "
+                     f"{calib['language_estimate_error']:.1f} points on average, correlation "
+                     f"{calib['language_estimate_correlation']:.2f} with the real share across languages.")
     return "\n".join(lines) + "\n"
 
 
 def write_report(result: dict, output: Path) -> None:
     """results.json, results.md and a per-language bar chart (PNG, when matplotlib is installed)."""
     output.mkdir(parents=True, exist_ok=True)
-    result = dict(result, summary=summary(result))
+    result = dict(result, summary=summary(result), calibration=calibration_summary(result))
     (output / "results.json").write_text(json.dumps(result, indent=2))
     (output / "results.md").write_text(markdown_table(result))
     try:
@@ -283,6 +324,30 @@ def write_report(result: dict, output: Path) -> None:
             f"{result['summary'][s][f'spread_{metric}']:.1f}" for s in systems), fontsize=8)
     fig.tight_layout()
     fig.savefig(output / "spread.png", dpi=110)
+    plt.close(fig)
+    if result["calibration"]:
+        _reliability_plot(plt, result, output / "reliability.png")
+
+
+def _reliability_plot(plt, result: dict, path: Path) -> None:
+    """Confidence against accuracy (tag and head right), per bin over all words and per language."""
+    calib = result["calibration"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    bins = np.array([b for b in calib["bins"] if b[0]])
+    axes[0].plot([0, 1], [0, 1], "k:", lw=1)
+    axes[0].plot(bins[:, 1], bins[:, 2], "o-")
+    axes[0].set(xlabel="confidence (P(tag) x P(head))", ylabel="tag and head right", xlim=(0, 1), ylim=(0, 1),
+                title=f"all words: ECE {calib['ece_words']:.1f}")
+    rows = [row for row in result["rows"] if "calibration" in row]
+    estimate = np.array([[row["calibration"]["confidence"], row["calibration"]["accuracy"]] for row in rows])
+    axes[1].plot([0, 100], [0, 100], "k:", lw=1)
+    axes[1].scatter(estimate[:, 0], estimate[:, 1], s=12)
+    for row, (x, y) in zip(rows, estimate):
+        axes[1].annotate(row["treebank"], (x, y), fontsize=6)
+    axes[1].set(xlabel="doc._.concept_confidence, mean (%)", ylabel="words with tag and head right (%)",
+                title=f"per language: off by {calib['language_estimate_error']:.1f} on average")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 

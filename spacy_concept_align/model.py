@@ -68,8 +68,11 @@ class ConceptParser(nn.Module):
     def __init__(self, width: int, pos_hidden: int = 256, pos_dim: int = 32, rel_hidden: int = 384,
                  rel_dim: int = 64, arc_hidden: int = 256, dropout: float = 0.33, token_dropout: bool = False,
                  consistent_labels: bool = True, joint_weight: float = 0.3, arc_context: int = 0,
-                 arc_context_input: int = 0):
+                 arc_context_input: int = 0, confidence_temperatures: Sequence[float] = (1.0, 1.0)):
         super().__init__()
+        #: Softmax temperatures of the tag and head probabilities reported as confidence (fitted on validation
+        #: languages: unseen languages make the model over-confident at temperature 1).
+        self.confidence_temperatures = tuple(float(t) for t in confidence_temperatures)
         self.width = width
         #: Decode UPOS and relation together over the pairs UD allows (consistency.COMPATIBLE), the relation's
         #: log-probabilities weighted by joint_weight (0: the relation adapts to the tag, never the reverse).
@@ -132,6 +135,11 @@ class ConceptParser(nn.Module):
 
         forms: the words' forms; with them, `lang`'s priors (if it has any) are added to the model's scores.
         """
+        return self.predict_with_confidence(features, lang, forms)[:3]
+
+    def predict_with_confidence(self, features: FeatureSet, lang: Optional[str] = None,
+                                forms: Optional[Sequence[str]] = None) -> Tuple[np.ndarray, ...]:
+        """`predict`'s three arrays, then each word's (probability of its tag, probability of its head): n x 2."""
         priors = self.priors.get(lang) if forms is not None else None
         with self.inference():
             pos_scores = torch.log_softmax(self.pos.logits(tensor(features.words), lang), -1).numpy()
@@ -147,10 +155,29 @@ class ConceptParser(nn.Module):
         # The root's label is "root"; no other word may take it.
         is_root = (heads == 0)[:, None]
         rel_scores = np.where(is_root == (np.arange(len(DEPRELS)) == ROOT_ID)[None], rel_scores, -np.inf)
+        deprels = rel_scores.argmax(-1)
         if self.consistent_labels:
             upos, deprels = joint_decode(pos_scores, self.joint_weight * rel_scores)
-            return upos, heads, deprels
-        return upos, heads, rel_scores.argmax(-1)
+        tag_t, head_t = self.confidence_temperatures
+        tag_scores = pos_scores / tag_t
+        tag_p = np.exp(tag_scores - np.logaddexp.reduce(tag_scores, axis=1, keepdims=True))[np.arange(len(upos)), upos]
+        confidence = np.stack([tag_p, self.head_probabilities(features, heads, lang, head_t)], axis=1)
+        confidence = confidence.astype(np.float32)
+        return upos, heads, deprels, confidence
+
+    def head_probabilities(self, features: FeatureSet, heads: np.ndarray, lang: Optional[str] = None,
+                           temperature: float = 1.0, batch_size: int = 64) -> np.ndarray:
+        """The arc scorer's probability (softmax over the candidate heads) of each word's chosen head."""
+        arcs, out = self.arc_scorer(lang), np.zeros(features.n_words, np.float32)
+        with self.inference():
+            for start in range(0, len(features), batch_size):
+                ids = range(start, min(start + batch_size, len(features)))
+                words, roots, mask = self._padded(features.select(ids))
+                probs = torch.softmax(arcs(words, roots, mask) / temperature, -1)
+                for row, s in enumerate(ids):
+                    a, b = features.offsets[s], features.offsets[s + 1]
+                    out[a:b] = probs[row, np.arange(b - a), heads[a:b]].numpy()
+        return out
 
     def relation_inputs(self, features: FeatureSet, heads: np.ndarray, upos: np.ndarray,
                         lang: Optional[str] = None) -> np.ndarray:

@@ -58,6 +58,7 @@ dropout = 0.33
 token_dropout = false
 consistent_labels = true
 joint_weight = 0.3
+confidence_temperatures = [1.5, 1.15]
 
 [model.encoder]
 @architectures = "spacy-concept-align.FrozenEncoder.v1"
@@ -76,7 +77,8 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 def build_concept_aligner(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: int = 32, rel_hidden: int = 384,
                           rel_dim: int = 64, arc_hidden: int = 256, dropout: float = 0.33,
                           token_dropout: bool = False, consistent_labels: bool = True,
-                          joint_weight: float = 0.3, arc_context: int = 0, arc_context_input: int = 0) -> Model:
+                          joint_weight: float = 0.3, arc_context: int = 0, arc_context_input: int = 0,
+                          confidence_temperatures: Sequence[float] = (1.0, 1.0)) -> Model:
     """The learned parts (UPOS aligner, relation aligner, arc scorer) as one thinc-wrapped torch module.
 
     encoder (FrozenEncoder): where word vectors come from; kept in model.attrs["encoder"].
@@ -85,10 +87,12 @@ def build_concept_aligner(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim
     joint_weight (float): weight of the relation's log-probabilities in that joint decision.
     arc_context (int): the multilingual arc scorer reads the words through a BiLSTM of this size (0 = none);
         arc_context_input: the vectors reduced to this size before it (0 = as they are).
+    confidence_temperatures (Sequence[float]): softmax temperatures of the tag and head probabilities behind
+        token._.concept_confidence (the default config's were fitted on the validation languages' dev splits).
     RETURNS (Model): a PyTorchWrapper whose shim holds the ConceptParser, so spaCy's optimizer can step it.
     """
     net = ConceptParser(encoder.width, pos_hidden, pos_dim, rel_hidden, rel_dim, arc_hidden, dropout, token_dropout,
-                        consistent_labels, joint_weight, arc_context, arc_context_input)
+                        consistent_labels, joint_weight, arc_context, arc_context_input, confidence_temperatures)
     model = PyTorchWrapper_v2(net)
     model.attrs["encoder"] = encoder
     return model
@@ -96,7 +100,7 @@ def build_concept_aligner(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim
 
 @Language.factory(
     "concept_align",
-    assigns=["token.pos", "token.dep", "token.head", "token.is_sent_start", "doc.sents"],
+    assigns=["token.pos", "token.dep", "token.head", "token.is_sent_start", "doc.sents", "doc._.concept_confidences"],
     default_config={
         "model": DEFAULT_MODEL,
         "overwrite": True,
@@ -185,7 +189,8 @@ class ConceptAlign(TrainablePipe):
             yield from batch
 
     def predict(self, docs: Iterable[Doc], lang: Optional[str] = None) -> List[Tuple[np.ndarray, ...]]:
-        """Per doc: UPOS ids, heads (doc-relative token indices) and relation ids; -1 marks a blank token."""
+        """Per doc: UPOS ids, heads (doc-relative token indices), relation ids (-1 marks a blank token) and each
+        word's confidence (P(tag) x P(head); NaN for blank tokens)."""
         docs = list(docs)
         if not self.is_initialized:
             raise ValueError(f"The {self.name} component has no prototypes yet: load trained weights "
@@ -199,9 +204,11 @@ class ConceptAlign(TrainablePipe):
         for doc_lang, sents in by_lang.items():
             texts = [[docs[i][w].text for w in words] for i, words in sents]
             features = FeatureSet.from_vectors(self.encoder(texts))
-            upos, heads, deprels = self.net.predict(features, doc_lang, [w for sent in texts for w in sent])
+            upos, heads, deprels, confidence = self.net.predict_with_confidence(
+                features, doc_lang, [w for sent in texts for w in sent])
             for (i, words), start, end, text in zip(sents, features.offsets[:-1], features.offsets[1:], texts):
-                doc_upos, doc_heads, doc_rels = results[i]
+                doc_upos, doc_heads, doc_rels, doc_confidence = results[i]
+                doc_confidence[words] = confidence[start:end].prod(1)
                 doc_upos[words] = np.where([is_symbol(w) for w in text], UPOS_ID["SYM"], upos[start:end])
                 doc_rels[words] = deprels[start:end]
                 sent_heads = heads[start:end]  # 0 = root (a spaCy root is its own head), k = k-th word
@@ -224,9 +231,10 @@ class ConceptAlign(TrainablePipe):
     def set_annotations(self, docs: Iterable[Doc], predictions: Sequence[Tuple[np.ndarray, ...]]) -> None:
         """Write POS, heads and relations (one tree per sentence; "ROOT" for the root, as spaCy does)."""
         strings = self.vocab.strings
-        for doc, (upos, heads, deprels) in zip(docs, predictions):
+        for doc, (upos, heads, deprels, confidence) in zip(docs, predictions):
             if not len(doc):
                 continue
+            doc._.concept_confidences = [None if np.isnan(c) else round(float(c), 4) for c in confidence]
             overwrite = self.cfg["overwrite"]
             keep_pos = not overwrite and doc.has_annotation("POS")
             keep_dep = not overwrite and doc.has_annotation("DEP")
@@ -529,7 +537,7 @@ def _sentence_words(doc: Doc) -> List[np.ndarray]:
     return result
 
 
-def _blank_annotation(doc: Doc) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _blank_annotation(doc: Doc) -> Tuple[np.ndarray, ...]:
     """What blank tokens get (no tag, no relation: -1), each hanging from the word before it (or after it)."""
     blank = np.array([is_blank(t.text) for t in doc], dtype=bool)
     heads = np.arange(len(doc))
@@ -537,7 +545,7 @@ def _blank_annotation(doc: Doc) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     if len(words) and blank.any():
         before = np.searchsorted(words, np.flatnonzero(blank)) - 1
         heads[blank] = words[np.maximum(before, 0)]
-    return np.full(len(doc), -1, np.int64), heads, np.full(len(doc), -1, np.int64)
+    return np.full(len(doc), -1, np.int64), heads, np.full(len(doc), -1, np.int64), np.full(len(doc), np.nan)
 
 
 def _dep_label(token, attr: str) -> str:

@@ -46,7 +46,23 @@ def test_report_files(tmp_path):
     table = (tmp_path / "results.md").read_text()
     assert "UDify zero-shot" in table and "| wo_wtb | 3 | 50.0 / 40.0 / 30.0 |" in table
     assert (tmp_path / "per_language.png").stat().st_size > 1000
-    assert markdown_table(result).count("\n") == 6
+    assert markdown_table(result).count("\n") == 7  # header, rule, 2 rows, mean, spread, consistency
+
+
+def test_calibration_error_and_the_language_estimate():
+    from spacy_concept_align.evaluation import calibration, calibration_summary
+
+    correct = np.array([1, 1, 0, 0, 1, 0, 1, 0], bool)
+    sharp = calibration(correct[:4], np.array([0.95, 0.95, 0.05, 0.05]))
+    assert sharp["ece"] == pytest.approx(5.0) and sharp["accuracy"] == 50.0 and sharp["confidence"] == 50.0
+    honest = calibration(correct[4:], np.full(4, 0.5))
+    assert honest["ece"] == pytest.approx(0.0)
+    overconfident = calibration(correct[4:], np.full(4, 0.9))
+    assert overconfident["ece"] == pytest.approx(40.0)
+    rows = [{"treebank": name, "calibration": c} for name, c in (("a", sharp), ("b", honest), ("c", overconfident))]
+    summary = calibration_summary({"rows": rows})
+    assert summary["ece_per_language"] == pytest.approx(15.0)
+    assert summary["language_estimate_error"] == pytest.approx(40.0 / 3)
 
 
 @pytest.fixture

@@ -300,6 +300,17 @@ def test_overwrite_false_keeps_existing_pos(trained, tiny_bert_dir):
     assert all(t.pos_ in UPOS for t in parsed)
 
 
+def test_confidence_per_word_and_per_doc(trained):
+    doc = trained[0]("The cat  sat on the mat.")
+    values = [t._.concept_confidence for t in doc]
+    assert values[2] is None and doc[2].pos_ == "SPACE"  # a blank token is not a word
+    words = [v for v in values if v is not None]
+    assert len(words) == 7 and all(0 < v <= 1 for v in words) and len(set(words)) > 1
+    assert doc._.concept_confidence == pytest.approx(sum(words) / 7)
+    net = trained[0].get_pipe("concept_align").net
+    assert net.confidence_temperatures == (1.5, 1.15)  # the config's, fitted on the validation languages
+
+
 def test_empty_and_one_token_docs(trained):
     nlp = trained[0]
     assert len(nlp("")) == 0
