@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+import numpy as np
 import typer
 
 from .benchmark import BENCH_LANGS
@@ -239,6 +240,34 @@ def adapt(
     with atomic_dir(output) as tmp:
         nlp.to_disk(tmp)
     typer.echo(f"adapted to {lang!r} from {' and '.join(done)} -> {output}")
+
+
+@app.command()
+def suggest(
+    pipeline: str = typer.Argument(..., help="A saved pipeline directory, or 'default' for the shipped default."),
+    raw: Path = typer.Argument(..., help="Raw text of the language (one sentence a line), JSONL or CoNLL-U."),
+    output: Path = typer.Option(..., "--output", "-o", help="CoNLL-U of the chosen sentences, pre-annotated."),
+    n: int = typer.Option(20, help="How many sentences to choose."),
+    lang: Optional[str] = typer.Option(None, help="Language code (its adaptation, if the pipeline has one)."),
+    min_words: int = typer.Option(5, help="Shortest sentence worth choosing."),
+    max_words: int = typer.Option(25, help="Longest sentence worth choosing."),
+):
+    """The sentences whose correction would teach the model most, pre-annotated for a person to correct, best first."""
+    from .corpus import write_conllu
+    from .suggest import choose_sentences
+    from .tagging import load_pipeline, read_input
+
+    nlp = load_pipeline(None if pipeline == "default" else pipeline)
+    docs, originals = read_input(nlp, raw, lang=lang)
+    docs = list(nlp.pipe(docs, component_cfg={"concept_align": {"lang": lang}} if lang else None))
+    words = [[t for t in doc if t._.concept_confidence is not None] for doc in docs]
+    chosen = choose_sentences([np.array([t._.concept_confidence for t in w]) for w in words],
+                              [[t.text for t in w] for w in words], n, min_words, max_words)
+    write_conllu([docs[i] for i in chosen], output, [originals[i] for i in chosen] if originals else None)
+    confidence = np.mean([docs[i]._.concept_confidence for i in chosen]) if chosen else float("nan")
+    typer.echo(f"{len(chosen)} of {len(docs)} sentences chosen (mean confidence {confidence:.2f}, all "
+               f"{np.nanmean([d._.concept_confidence or np.nan for d in docs]):.2f}) -> {output}: correct UPOS, "
+               f"HEAD and DEPREL, then `adapt PIPELINE {output.name} --lang LANG`")
 
 
 @app.command()

@@ -22,10 +22,12 @@ from .evaluation import LinearProbe, _fit_linear, _relabel_root, conll18_scores,
 from .features import FeatureSet, extract_features
 from .labels import DEPRELS, UPOS
 from .model import tensor
+from .suggest import choose_sentences
 
 logger = logging.getLogger(__name__)
 SYSTEMS = ("concept_align (adapted)", "concept_align (original few-shot: linear adaptor only)", "target-only linear",
-           "pooled probe + fine-tuning", "concept_align (adapted, no word priors)")
+           "pooled probe + fine-tuning", "concept_align (adapted, no word priors)",
+           "concept_align (adapted, sentences chosen by `suggest`)")
 ORIGINAL = AdaptSettings(train="linear", refine_prototypes=False, adapt_arcs=False, lr=1e-4, steps=400)
 
 
@@ -89,13 +91,16 @@ def learning_curve(nlp, ks: Sequence[int] = (0, 5, 10, 20, 50), seeds: Sequence[
         pool, pool_forms, test, test_forms = splits
         test_forms = [w for sentence in test_forms for w in sentence]
         zero_heads = net.predict_heads(test)
+        pool_confidence = net.predict_with_confidence(pool)[3].prod(1)
+        suggested = choose_sentences([pool_confidence[a:b] for a, b in zip(pool.offsets[:-1], pool.offsets[1:])],
+                                     pool_forms, max(ks))
         for k in ks:
             for seed in seeds if k else seeds[:1]:
                 row = {"treebank": tb.treebank, "lang": tb.lang, "k": k, "seed": seed}
                 if k == 0:
                     scores = conll18_scores(test, *net.predict(test))
                     row.update({SYSTEMS[0]: vars(scores), SYSTEMS[1]: vars(scores), SYSTEMS[4]: vars(scores),
-                                SYSTEMS[3]: vars(conll18_scores(test, *probe.predict(test)))})
+                                SYSTEMS[5]: vars(scores), SYSTEMS[3]: vars(conll18_scores(test, *probe.predict(test)))})
                     rows.append(row)
                     continue
                 rng = np.random.default_rng(seed)
@@ -106,6 +111,11 @@ def learning_curve(nlp, ks: Sequence[int] = (0, 5, 10, 20, 50), seeds: Sequence[
                 row["adapt_seconds"] = report["seconds"]
                 row[SYSTEMS[0]] = vars(conll18_scores(test, *net.predict(test, "_fewshot", test_forms)))
                 row[SYSTEMS[4]] = vars(conll18_scores(test, *net.predict(test, "_fewshot")))  # same parts, no priors
+                if seed == seeds[0]:  # `suggest` is deterministic: one run per K
+                    picked = suggested[:k]
+                    adapt_language(net, pool.select(picked), "_fewshot", settings,
+                                   [w for i in picked for w in pool_forms[i]])
+                    row[SYSTEMS[5]] = vars(conll18_scores(test, *net.predict(test, "_fewshot", test_forms)))
                 adapt_language(net, support, "_fewshot", ORIGINAL)
                 row[SYSTEMS[1]] = vars(conll18_scores(test, *net.predict(test, "_fewshot")))
                 rel_x, rel_y = support.relation_vectors(), support.deprels
