@@ -128,6 +128,18 @@ def tag(
 
 
 @app.command()
+def score(
+    gold: Path = typer.Argument(..., help="Gold CoNLL-U."),
+    predicted: Path = typer.Argument(..., help="Predicted CoNLL-U with the same words (what `tag` wrote)."),
+):
+    """UPOS / UAS / LAS of a predicted file against a gold one (CoNLL 2018: every word, universal relations)."""
+    from .evaluation import score_files
+
+    scores = score_files(gold, predicted)
+    typer.echo(f"UPOS {scores.upos:.1f}  UAS {scores.uas:.1f}  LAS {scores.las:.1f}  ({scores.words} words)")
+
+
+@app.command()
 def train(
     config: Path = typer.Argument(..., help="Meta-training config (configs/default.cfg)."),
     output: Path = typer.Argument(..., help="Directory for the trained pipeline."),

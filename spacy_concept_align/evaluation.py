@@ -71,6 +71,20 @@ def gold_labels(sentences: Sequence[UDSentence]) -> FeatureSet:
                       np.array([DEPREL_ID[r] for s in sentences for r in s.deprels]))
 
 
+def score_files(gold: Path, predicted: Path) -> Scores:
+    """CoNLL 2018 UPOS / UAS / LAS of a predicted CoNLL-U file against a gold one with the same words."""
+    from .corpus import CoNLLUError, read_conllu
+
+    gold_sentences, predicted_sentences = read_conllu(gold), read_conllu(predicted)
+    if [s.words for s in gold_sentences] != [s.words for s in predicted_sentences]:
+        first = next((i for i, (g, p) in enumerate(zip(gold_sentences, predicted_sentences)) if g.words != p.words),
+                     min(len(gold_sentences), len(predicted_sentences)))
+        line = predicted_sentences[first].line if first < len(predicted_sentences) else 0
+        raise CoNLLUError(predicted, line, f"sentence {first + 1} does not have the gold file's words")
+    labels = gold_labels(predicted_sentences)
+    return conll18_scores(gold_labels(gold_sentences), labels.upos, labels.heads, labels.deprels)
+
+
 def doc_labels(docs: Iterable[Doc]) -> tuple:
     """UPOS ids, heads (0 = root, k = k-th word of the doc) and universal relation ids a pipeline set on docs."""
     upos, heads, deprels = [], [], []
