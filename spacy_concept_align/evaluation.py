@@ -270,7 +270,8 @@ def calibration_summary(result: dict) -> Optional[dict]:
     return {"ece_words": float(100 * np.abs(sums[:, 1] - sums[:, 2]).sum() / words),
             "ece_per_language": float(np.mean([row["calibration"]["ece"] for row in rows])),
             "language_estimate_error": float(np.mean(np.abs(estimate[:, 0] - estimate[:, 1]))),
-            "language_estimate_correlation": float(np.corrcoef(estimate.T)[0, 1]) if len(rows) > 2 else None,
+            "language_estimate_correlation": (float(np.corrcoef(estimate.T)[0, 1])
+                                              if len(rows) > 2 and estimate.std(0).min() > 0 else None),
             "bins": [[int(n), float(c / n) if n else 0.0, float(a / n) if n else 0.0] for n, c, a in sums]}
 
 
@@ -294,8 +295,9 @@ def markdown_table(result: dict) -> str:
         lines.append(f"\nConfidence (P(tag) x P(head) against tag and head both right), {systems[0]}: expected "
                      f"calibration error {calib['ece_words']:.1f} points over all words ({calib['ece_per_language']:.1f} "
                      f"per language); the language-level estimate (mean confidence) is off by "
-                     f"{calib['language_estimate_error']:.1f} points on average, correlation "
-                     f"{calib['language_estimate_correlation']:.2f} with the real share across languages.")
+                     f"{calib['language_estimate_error']:.1f} points on average"
+                     + (f", correlation {calib['language_estimate_correlation']:.2f} with the real share across "
+                        "languages." if calib["language_estimate_correlation"] is not None else "."))
     return "\n".join(lines) + "\n"
 
 
