@@ -22,6 +22,8 @@ POOLINGS = ("first", "mean", "last")
 PRECISIONS = ("fp32", "int8")
 #: Padded pieces per forward pass, whatever the batch size: bounds memory when windows are long.
 MAX_BATCH_PIECES = 2048
+#: Pieces encoded together (their windows sorted by length); hidden states are held for one such group at a time.
+MAX_ENCODE_PIECES = 32768
 #: Pieces kept per word: bounds the cost of junk "words" (3,000 characters of one script); in the UD test sets
 #: 4 words of 1.27 million have more (URLs), and the vector comes from the first piece(s) anyway.
 MAX_WORD_PIECES = 64
@@ -192,11 +194,27 @@ class FrozenEncoder:
         return self.encode(sentences)
 
     def encode(self, sentences: Sequence[Sequence[str]]) -> List[SentenceVectors]:
-        """Word vectors (n x width, float32) and a root vector (the start token's state) per sentence."""
+        """Word vectors (n x width, float32) and a root vector (the start token's state) per sentence.
+
+        Sentences go through in groups of at most MAX_ENCODE_PIECES pieces: the hidden states kept at once stay
+        bounded however many (or however long) the sentences are.
+        """
+        pieces = [self._pieces(words) for words in sentences]
+        vectors: List[SentenceVectors] = []
+        group: List[int] = []
+        size = 0
+        for s, (ids, _) in enumerate(pieces):
+            if group and size + len(ids) > MAX_ENCODE_PIECES:
+                vectors += self._encode_group([pieces[i] for i in group])
+                group, size = [], 0
+            group.append(s)
+            size += len(ids)
+        return vectors + (self._encode_group([pieces[i] for i in group]) if group else [])
+
+    def _encode_group(self, pieces: List[Tuple[List[int], List[List[int]]]]) -> List[SentenceVectors]:
         tokenizer, model = self.tokenizer, self.model
         prefix, suffix = self._special_pieces()
         window = self._window_size(len(prefix) + len(suffix))
-        pieces = [self._pieces(words) for words in sentences]
         # Every (sentence, window start) becomes one model input; sort them by length for cheap padding.
         jobs = [(s, start) for s, (ids, _) in enumerate(pieces) for start in _window_starts(len(ids), window)]
         jobs.sort(key=lambda job: min(window, len(pieces[job[0]][0]) - job[1]))
