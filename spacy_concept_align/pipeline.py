@@ -132,7 +132,8 @@ def make_concept_align(nlp: Language, name: str, model: Model, overwrite: bool, 
     if init_weights:
         path = DEFAULT_WEIGHTS if init_weights == "default" else Path(init_weights)
         if (path / "model.safetensors").exists():
-            pipe.pending_weights = path
+            pipe.pending_weights = path  # read on first use; what they were trained on is known at once
+            pipe.cfg["meta"] = srsly.read_json(path / "cfg.json").get("meta", {}) if (path / "cfg.json").is_file() else {}
         else:
             logger.warning("concept_align: no trained weights at %s; the component needs nlp.initialize + training", path)
     return pipe
