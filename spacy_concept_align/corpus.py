@@ -342,7 +342,7 @@ def _new_blocks(doc: Doc, first_sent: int) -> List[str]:
     before = doc[: words[0].i].text_with_ws if words else ""
     has_dep = doc.has_annotation("DEP")
     blocks = []
-    for sent in _sentences(doc):
+    for sent in doc_sentences(doc):
         sent_words = [t for t in sent if not is_blank(t.text)]
         if not sent_words:
             continue
@@ -403,7 +403,8 @@ def _word_above(token, ids: dict):
     return None if head.i == token.i else head.i
 
 
-def _sentences(doc: Doc):
+def doc_sentences(doc: Doc) -> list:
+    """The doc's sentences when it has boundaries (sentencizer, gold, a parse), else the whole doc as one."""
     return list(doc.sents) if doc.has_annotation("SENT_START") or doc.has_annotation("DEP") else [doc[:]]
 
 

@@ -146,7 +146,7 @@ class ConceptParser(nn.Module):
             if priors is not None:
                 pos_scores = pos_scores + priors.pos.log_prior(forms, priors.weights)
             upos = pos_scores.argmax(-1)
-            heads = self.predict_heads(features, lang)
+            heads, head_p = self.heads_with_probabilities(features, lang, self.confidence_temperatures[1])
             relations = self.relation_inputs(features, heads, upos, lang)
             rel_scores = torch.log_softmax(self.rel.logits(tensor(relations), lang), -1).numpy()
         if priors is not None:
@@ -158,26 +158,9 @@ class ConceptParser(nn.Module):
         deprels = rel_scores.argmax(-1)
         if self.consistent_labels:
             upos, deprels = joint_decode(pos_scores, self.joint_weight * rel_scores)
-        tag_t, head_t = self.confidence_temperatures
-        tag_scores = pos_scores / tag_t
+        tag_scores = pos_scores / self.confidence_temperatures[0]
         tag_p = np.exp(tag_scores - np.logaddexp.reduce(tag_scores, axis=1, keepdims=True))[np.arange(len(upos)), upos]
-        confidence = np.stack([tag_p, self.head_probabilities(features, heads, lang, head_t)], axis=1)
-        confidence = confidence.astype(np.float32)
-        return upos, heads, deprels, confidence
-
-    def head_probabilities(self, features: FeatureSet, heads: np.ndarray, lang: Optional[str] = None,
-                           temperature: float = 1.0, batch_size: int = 64) -> np.ndarray:
-        """The arc scorer's probability (softmax over the candidate heads) of each word's chosen head."""
-        arcs, out = self.arc_scorer(lang), np.zeros(features.n_words, np.float32)
-        with self.inference():
-            for start in range(0, len(features), batch_size):
-                ids = range(start, min(start + batch_size, len(features)))
-                words, roots, mask = self._padded(features.select(ids))
-                probs = torch.softmax(arcs(words, roots, mask) / temperature, -1)
-                for row, s in enumerate(ids):
-                    a, b = features.offsets[s], features.offsets[s + 1]
-                    out[a:b] = probs[row, np.arange(b - a), heads[a:b]].numpy()
-        return out
+        return upos, heads, deprels, np.stack([tag_p, head_p], axis=1).astype(np.float32)
 
     def relation_inputs(self, features: FeatureSet, heads: np.ndarray, upos: np.ndarray,
                         lang: Optional[str] = None) -> np.ndarray:
@@ -212,17 +195,27 @@ class ConceptParser(nn.Module):
 
         Batches hold at most `batch_size` sentences and `max_cells` padded (dependent, head) scores.
         """
+        return self.heads_with_probabilities(features, lang, batch_size=batch_size, max_cells=max_cells)[0]
+
+    def heads_with_probabilities(self, features: FeatureSet, lang: Optional[str] = None, temperature: float = 1.0,
+                                 batch_size: int = 64, max_cells: int = 1_000_000) -> Tuple[np.ndarray, np.ndarray]:
+        """`predict_heads`, and the arc scorer's probability (softmax at `temperature` over the candidate heads) of
+        each word's chosen head, from the same scores."""
         arcs = self.arc_scorer(lang)
         heads = np.zeros(features.n_words, dtype=np.int64)
+        probabilities = np.zeros(features.n_words, dtype=np.float32)
         spans = self._spans(features)
         cells = [(end - start) * (end - start + 1) for start, end in spans]
         with self.inference():
             for batch in padded_batches(cells, batch_size, max_cells):
                 words, roots, mask = self._padded(features.select(batch))
-                trees = decode_batch(arcs(words, roots, mask), mask)
-                for (start, end), tree in zip(spans[batch.start : batch.stop], trees):
+                scores = arcs(words, roots, mask)
+                trees = decode_batch(scores, mask)
+                probs = torch.softmax(scores / temperature, -1)
+                for row, ((start, end), tree) in enumerate(zip(spans[batch.start : batch.stop], trees)):
                     heads[start:end] = tree
-        return heads
+                    probabilities[start:end] = probs[row, np.arange(end - start), tree].numpy()
+        return heads, probabilities
 
     def arc_loss(self, arcs: BiaffineArcScorer, features: FeatureSet) -> torch.Tensor:
         """Head-selection cross-entropy of `arcs` over the words with a known gold head."""

@@ -28,7 +28,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, PyTorchWrapper_v2
 
 from .chars import is_blank, is_symbol
-from .corpus import LANG_ATTR, ensure_extensions, unannotated
+from .corpus import LANG_ATTR, doc_sentences, ensure_extensions, unannotated
 from .encoders import OFFLINE_NAME, FrozenEncoder
 from .encoders.bundle import is_bundle, save_encoder
 from .features import FeatureSet
@@ -523,16 +523,15 @@ LONGEST_TREE = 300
 
 
 def _sentence_spans(doc: Doc) -> List[Span]:
-    """The doc's sentences when it has boundaries (sentencizer, gold, a parse), else the whole doc as one."""
-    sents = list(doc.sents) if doc.has_annotation("SENT_START") or doc.has_annotation("DEP") else [doc[:]]
+    """The doc's sentences (corpus.doc_sentences), cut into pieces of at most LONGEST_TREE words."""
+    sents = doc_sentences(doc)
     return [doc[start : min(start + LONGEST_TREE, s.end)] for s in sents for start in range(s.start, s.end, LONGEST_TREE)]
 
 
 def _sentence_words(doc: Doc) -> List[np.ndarray]:
     """Token indices of each sentence's words (blank tokens left out), at most LONGEST_TREE per tree."""
-    sents = list(doc.sents) if doc.has_annotation("SENT_START") or doc.has_annotation("DEP") else [doc[:]]
     result = []
-    for sent in sents:
+    for sent in doc_sentences(doc):
         words = np.array([t.i for t in sent if not is_blank(t.text)], dtype=np.int64)
         result += [words[start : start + LONGEST_TREE] for start in range(0, len(words), LONGEST_TREE)]
     return result
