@@ -9,7 +9,6 @@ from typing import List, Optional
 import numpy as np
 import typer
 
-from .benchmark import BENCH_LANGS
 from .paths import atomic_dir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -136,7 +135,7 @@ def score(
     predicted: Path = typer.Argument(..., help="Predicted CoNLL-U with the same words (what `tag` wrote)."),
 ):
     """UPOS / UAS / LAS of a predicted file against a gold one (CoNLL 2018: every word, universal relations)."""
-    from .evaluation import score_files
+    from .scoring import score_files
 
     scores = score_files(gold, predicted)
     typer.echo(f"UPOS {scores.upos:.1f}  UAS {scores.uas:.1f}  LAS {scores.las:.1f}  ({scores.words} words)")
@@ -316,7 +315,7 @@ def languages(
     pipe = nlp.get_pipe("concept_align")
     meta = pipe.cfg.get("meta", {})
     known = meta.get("in_language", {})
-    from .evaluation import format_scores, in_language_table
+    from .research.evaluation import format_scores, in_language_table
 
     if markdown:
         typer.echo(in_language_table(known, json.loads(zero_shot.read_text()) if zero_shot else None))
@@ -346,8 +345,8 @@ def evaluate(
     """Zero-shot UPOS / UAS / LAS on the test split of every language the pipeline was not trained on."""
     import spacy
 
-    from .evaluation import evaluate as run_evaluation
-    from .evaluation import markdown_table, summary, write_report
+    from .research.evaluation import evaluate as run_evaluation
+    from .research.evaluation import markdown_table, summary, write_report
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     result = run_evaluation(_load_pipeline(pipeline), data_dir, _split(only) or None, baselines,
@@ -364,14 +363,15 @@ def baseline(
     pipeline: Optional[Path] = typer.Option(None, help="Take languages, encoder and layer from this trained pipeline."),
     data_dir: Optional[Path] = typer.Option(None, help="UD data directory."),
     max_steps: int = typer.Option(600, help="Training steps."),
+    config: Path = typer.Option(Path("configs/spacy_baseline.cfg"), help="The `spacy train` config of the baseline."),
 ):
     """Baseline (c): transformer + morphologizer + parser via `spacy train` on the same sources and frozen encoder."""
-    from .spacy_baseline import train_baseline
+    from .research.spacy_baseline import train_baseline
 
     pipe = _load_pipeline(pipeline).get_pipe("concept_align")
     meta, encoder = pipe.cfg["meta"], pipe.cfg["encoder"]
     best = train_baseline(output, meta["source"], meta["validation"], encoder["name"], encoder["layer"],
-                          meta.get("max_train_sentences", 500), max_steps=max_steps, data_dir=data_dir)
+                          meta.get("max_train_sentences", 500), max_steps=max_steps, config=config, data_dir=data_dir)
     typer.echo(f"baseline pipeline: {best}")
 
 
@@ -385,7 +385,7 @@ def curve(
     seeds: str = typer.Option("0,1,2", help="Seeds (support samples) per K."),
 ):
     """Few-shot learning curve: UPOS / UAS / LAS after adapting on K sentences, beside same-K baselines."""
-    from .learning_curve import curve_table, learning_curve, write_curve
+    from .research.learning_curve import curve_table, learning_curve, write_curve
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     result = learning_curve(_load_pipeline(pipeline), [int(k) for k in ks.split(",")],
@@ -413,7 +413,7 @@ def analyze(
     """How alignable the languages' concept spaces are (RSA, Procrustes), over layers, before/after the aligner."""
     import spacy
 
-    from .analysis import alignability_study
+    from .research.analysis import alignability_study
     from .corpus import list_treebanks
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -433,14 +433,14 @@ def bench(
     pipeline: Optional[Path] = typer.Option(None, help="A saved pipeline; default: the shipped default."),
     data_dir: Optional[Path] = typer.Option(None, help="UD data directory."),
     words: int = typer.Option(10000, help="About this many words of UD test sentences."),
-    langs: str = typer.Option(",".join(BENCH_LANGS), help="Comma-separated languages to draw sentences from."),
+    langs: str = typer.Option("", help="Comma-separated languages to draw sentences from (default: 10 scripts)."),
     threads: int = typer.Option(2, help="torch threads per process."),
     only: List[str] = typer.Option([], "--only", help="Only cases whose label contains this text."),
 ):
     """Words/s and peak RSS: bare encoder vs the pipeline vs a spaCy transformer pipeline, and variants."""
-    from .benchmark import bench_sentences, default_cases, markdown_table, run_benchmark, write_report
+    from .research.benchmark import BENCH_LANGS, bench_sentences, default_cases, markdown_table, run_benchmark, write_report
 
-    lang_list = _split([langs])
+    lang_list = _split([langs]) if langs else list(BENCH_LANGS)
     cases = [case for case in default_cases(threads) if not only or any(text in case.label for text in only)]
     result = run_benchmark(cases, bench_sentences(data_dir, lang_list, words), pipeline, lang_list)
     write_report(result, output)

@@ -74,6 +74,17 @@ class FeatureSet:
         return FeatureSet(np.asarray(self.words[index], np.float32), np.asarray(self.roots[ids], np.float32), offsets,
                           self.upos[index], self.heads[index], self.deprels[index], self.lang)
 
+    @classmethod
+    def concat(cls, feature_sets: Sequence["FeatureSet"]) -> "FeatureSet":
+        """Several FeatureSets as one (e.g. pooled source languages)."""
+        offsets, words = [0], 0
+        for f in feature_sets:
+            offsets += list(np.asarray(f.offsets[1:]) + words)
+            words += f.n_words
+        cat = lambda name: np.concatenate([np.asarray(getattr(f, name)) for f in feature_sets])  # noqa: E731
+        return cls(cat("words").astype(np.float32), cat("roots").astype(np.float32), np.array(offsets),
+                   cat("upos"), cat("heads"), cat("deprels"))
+
     def sentence(self, s: int) -> SentenceVectors:
         return self.words[self.offsets[s] : self.offsets[s + 1]], self.roots[s]
 

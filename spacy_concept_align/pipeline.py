@@ -20,7 +20,6 @@ from safetensors.torch import save as save_tensors
 from spacy.attrs import DEP, HEAD
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
-from spacy.scorer import Scorer
 from spacy.tokens import Doc, Span
 from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.util import registry
@@ -35,6 +34,7 @@ from .features import FeatureSet
 from .labels import DEPREL_ID, DEPRELS, UPOS, UPOS_ID, to_spacy_dep, universal_deprel
 from .lexicon import PriorsByLanguage
 from .model import ConceptParser
+from .scoring import make_concept_scorer  # noqa: F401  (registers the scorer)
 
 logger = logging.getLogger(__name__)
 
@@ -546,22 +546,3 @@ def _blank_annotation(doc: Doc) -> Tuple[np.ndarray, ...]:
         before = np.searchsorted(words, np.flatnonzero(blank)) - 1
         heads[blank] = words[np.maximum(before, 0)]
     return np.full(len(doc), -1, np.int64), heads, np.full(len(doc), -1, np.int64), np.full(len(doc), np.nan)
-
-
-def _dep_label(token, attr: str) -> str:
-    """CoNLL 2018 convention: universal relation, lower case, subtype stripped ("ROOT" == "root")."""
-    return universal_deprel(token.vocab.strings.as_string(getattr(token, attr)))
-
-
-def score_concepts(examples: Iterable[Example], **kwargs) -> Dict[str, float]:
-    """pos_acc, dep_uas, dep_las (+ per type) through spaCy's Scorer, punctuation included (CoNLL 2018)."""
-    examples = list(examples)
-    scores = Scorer.score_token_attr(examples, "pos", **kwargs)
-    scores.update(Scorer.score_deps(examples, "dep", getter=_dep_label, ignore_labels=(), **kwargs))
-    return scores
-
-
-@registry.scorers("spacy-concept-align.scorer.v1")
-def make_concept_scorer() -> Callable:
-    """The component's scorer (a module-level function, so pipelines pickle for nlp.pipe(n_process=...))."""
-    return score_concepts

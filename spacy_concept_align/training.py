@@ -160,7 +160,7 @@ def meta_train(config: Config, data_dir: Optional[Path] = None, progress: bool =
     features_seconds = time.perf_counter() - start
 
     sources = [pools[lang] for lang in langs["source"]]
-    net.set_prototypes(_concat(sources), int(train["min_count"]))
+    net.set_prototypes(FeatureSet.concat(sources), int(train["min_count"]))
     sampler = EpisodeSampler(pools, EpisodeSettings(train["n_support"], train["n_query"],
                                                     train["disjoint_queries"]), seed)
     episodes = [lang for lang in langs["train"] for _ in range(train["episodes_per_language"])]
@@ -198,17 +198,6 @@ def meta_train(config: Config, data_dir: Optional[Path] = None, progress: bool =
     return nlp, report
 
 
-def _concat(feature_sets: List[FeatureSet]) -> FeatureSet:
-    """Several FeatureSets as one (for pooled source prototypes)."""
-    offsets, words = [0], 0
-    for f in feature_sets:
-        offsets += list(np.asarray(f.offsets[1:]) + words)
-        words += f.n_words
-    cat = lambda name: np.concatenate([np.asarray(getattr(f, name)) for f in feature_sets])  # noqa: E731
-    return FeatureSet(cat("words").astype(np.float32), cat("roots").astype(np.float32), np.array(offsets),
-                      cat("upos"), cat("heads"), cat("deprels"))
-
-
 def in_language_files(data_dir: Optional[Path] = None, min_sentences: int = 100,
                       only: Optional[Sequence[str]] = None) -> Dict[str, Tuple[TreebankFile, Optional[TreebankFile]]]:
     """Per language with enough annotated data: the file it is specialised on (its largest train split, else its
@@ -240,7 +229,7 @@ def specialise(nlp: Language, data_dir: Optional[Path] = None, min_sentences: in
     """
     from .adapt import adapt_language
     from .corpus import read_conllu
-    from .evaluation import conll18_scores
+    from .scoring import conll18_scores
 
     pipe = nlp.get_pipe("concept_align")
     net, encoder = pipe.net, pipe.encoder

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spacy_concept_align.analysis import (
+from spacy_concept_align.research.analysis import (
     alignability_study, compare, language_prototypes, pairwise, pooled_prototypes, procrustes_disparity,
     resolve_file, rsa, shared_concepts,
 )

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from spacy_concept_align.benchmark import Case, bench_sentences, default_cases, markdown_table, run_benchmark, write_report
+from spacy_concept_align.research.benchmark import Case, bench_sentences, default_cases, markdown_table, run_benchmark, write_report
 
 
 def test_bench_sentences_share_the_languages():

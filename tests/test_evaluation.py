@@ -4,10 +4,11 @@ import json
 import numpy as np
 import pytest
 
-from spacy_concept_align.evaluation import _relabel_root, conll18_scores, evaluate, markdown_table, write_report
+from spacy_concept_align.scoring import conll18_scores
+from spacy_concept_align.research.evaluation import relabel_root, evaluate, markdown_table, write_report
 from spacy_concept_align.features import FeatureSet
 from spacy_concept_align.labels import DEPREL_ID, ROOT_ID, UPOS_ID
-from spacy_concept_align.learning_curve import curve_table, learning_curve
+from spacy_concept_align.research.learning_curve import curve_table, learning_curve
 
 
 def gold_set():
@@ -32,7 +33,7 @@ def test_conll18_scores_hand_computed():
 
 def test_relabel_root_keeps_root_for_the_root_only():
     rels = np.array([ROOT_ID, DEPREL_ID["obj"], ROOT_ID])
-    out = _relabel_root(rels, np.array([2, 0, 2]))
+    out = relabel_root(rels, np.array([2, 0, 2]))
     assert list(out) == [DEPREL_ID["dep"], ROOT_ID, DEPREL_ID["dep"]]
 
 
@@ -50,7 +51,7 @@ def test_report_files(tmp_path):
 
 
 def test_calibration_error_and_the_language_estimate():
-    from spacy_concept_align.evaluation import calibration, calibration_summary
+    from spacy_concept_align.research.evaluation import calibration, calibration_summary
 
     correct = np.array([1, 1, 0, 0, 1, 0, 1, 0], bool)
     sharp = calibration(correct[:4], np.array([0.95, 0.95, 0.05, 0.05]))

@@ -17,7 +17,7 @@ from spacy.util import registry
 
 from spacy_concept_align.corpus import LANG_ATTR, read_docs, unannotated
 from spacy_concept_align.labels import UPOS
-from spacy_concept_align.pipeline import make_concept_scorer
+from spacy_concept_align.scoring import make_concept_scorer
 
 
 ROOT = Path(__file__).resolve().parents[1]

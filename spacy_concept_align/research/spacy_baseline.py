@@ -8,13 +8,12 @@ from typing import Optional, Sequence
 from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 
-from .corpus import read_docs, read_conllu, sentences_to_doc, unannotated
-from .encoders import truncated_model_dir
-from .evaluation import doc_labels, gold_labels
-from .training import pool_file
+from ..corpus import read_docs, read_conllu, sentences_to_doc, unannotated
+from ..encoders import truncated_model_dir
+from ..scoring import Labels
+from ..training import pool_file
 
 logger = logging.getLogger(__name__)
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "spacy_baseline.cfg"
 
 
 def prepare_corpus(output: Path, train_langs: Sequence[str], validation_langs: Sequence[str], max_train: int,
@@ -34,9 +33,10 @@ def prepare_corpus(output: Path, train_langs: Sequence[str], validation_langs: S
 
 
 def train_baseline(output: Path, train_langs: Sequence[str], validation_langs: Sequence[str], encoder: str,
-                   layer: int, max_train: int = 500, max_validation: int = 100, max_steps: int = 600,
-                   data_dir: Optional[Path] = None, config: Path = CONFIG) -> Path:
-    """Prepare data and the truncated encoder, run `spacy train`; RETURNS the model-best directory."""
+                   layer: int, max_train: int = 500, max_validation: int = 100, max_steps: int = 600, *,
+                   config: Path, data_dir: Optional[Path] = None) -> Path:
+    """Prepare data and the truncated encoder, run `spacy train` with `config` (the project's
+    configs/spacy_baseline.cfg); RETURNS the model-best directory."""
     from spacy.cli.train import train
 
     train_path, dev_path = prepare_corpus(output / "corpus", train_langs, validation_langs, max_train,
@@ -67,4 +67,4 @@ def predict_treebank(nlp, path: Path) -> tuple:
     """Gold labels (as a label-only FeatureSet) and the spaCy pipeline's UPOS, heads and relations, per word."""
     sentences = read_conllu(path)
     docs = (unannotated(sentences_to_doc(nlp.vocab, [s])) for s in sentences)
-    return (gold_labels(sentences), *doc_labels(nlp.pipe(docs, batch_size=64)))
+    return (Labels.of_sentences(sentences), *vars(Labels.of_docs(nlp.pipe(docs, batch_size=64))).values())

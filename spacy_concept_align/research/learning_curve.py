@@ -16,13 +16,14 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
-from .adapt import AdaptSettings, adapt_language
-from .corpus import list_treebanks, read_conllu
-from .evaluation import LinearProbe, _fit_linear, _relabel_root, conll18_scores, target_treebanks
-from .features import FeatureSet, extract_features
-from .labels import DEPRELS, UPOS
-from .model import tensor
-from .suggest import choose_sentences
+from ..adapt import AdaptSettings, adapt_language
+from ..corpus import list_treebanks, read_conllu
+from ..scoring import conll18_scores
+from .evaluation import LinearProbe, fit_linear, relabel_root, target_treebanks
+from ..features import FeatureSet, extract_features
+from ..labels import DEPRELS, UPOS
+from ..model import tensor
+from ..suggest import choose_sentences
 
 logger = logging.getLogger(__name__)
 SYSTEMS = ("concept_align (adapted)", "concept_align (original few-shot: linear adaptor only)", "target-only linear",
@@ -66,7 +67,7 @@ def _linear_predict(pos, rel, test: FeatureSet, heads: np.ndarray):
     with torch.no_grad():
         upos = pos(tensor(test.words)).argmax(-1).numpy()
         rels = rel(tensor(test.relation_vectors(heads))).argmax(-1).numpy()
-    return upos, heads, _relabel_root(rels, heads)
+    return upos, heads, relabel_root(rels, heads)
 
 
 def learning_curve(nlp, ks: Sequence[int] = (0, 5, 10, 20, 50), seeds: Sequence[int] = (0, 1, 2),
@@ -76,11 +77,11 @@ def learning_curve(nlp, ks: Sequence[int] = (0, 5, 10, 20, 50), seeds: Sequence[
     pipe = nlp.get_pipe("concept_align")
     net = copy.deepcopy(pipe.net)  # adapt a copy: the user's pipeline keeps its own adaptors
     encoder, meta = pipe.encoder, pipe.cfg.get("meta", {})
-    from .training import _concat, load_pools
+    from ..training import load_pools
 
     sources = load_pools(meta.get("source", ["en"]), encoder, meta.get("max_train_sentences", 500), data_dir,
                          progress=False)
-    probe = LinearProbe(net, _concat(list(sources.values())))
+    probe = LinearProbe(net, FeatureSet.concat(list(sources.values())))
     exclude = list(meta.get("train", [])) + list(meta.get("validation", []))
     rows: List[dict] = []
     start = time.perf_counter()
@@ -119,8 +120,8 @@ def learning_curve(nlp, ks: Sequence[int] = (0, 5, 10, 20, 50), seeds: Sequence[
                 adapt_language(net, support, "_fewshot", ORIGINAL)
                 row[SYSTEMS[1]] = vars(conll18_scores(test, *net.predict(test, "_fewshot")))
                 rel_x, rel_y = support.relation_vectors(), support.deprels
-                target_pos = _fit_linear(support.words, support.upos, len(UPOS), 1e-3, 100)
-                target_rel = _fit_linear(rel_x, rel_y, len(DEPRELS), 1e-3, 100)
+                target_pos = fit_linear(support.words, support.upos, len(UPOS), 1e-3, 100)
+                target_rel = fit_linear(rel_x, rel_y, len(DEPRELS), 1e-3, 100)
                 row[SYSTEMS[2]] = vars(conll18_scores(test, *_linear_predict(target_pos, target_rel, test, zero_heads)))
                 tuned_pos = _fine_tuned(probe.pos, support.words, support.upos)
                 tuned_rel = _fine_tuned(probe.rel, rel_x, rel_y)

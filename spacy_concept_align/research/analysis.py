@@ -33,10 +33,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from .corpus import TreebankFile, list_treebanks
-from .encoders import FrozenEncoder
-from .features import FeatureSet, extract_features
-from .labels import DEPRELS, UPOS
+from ..corpus import TreebankFile, list_treebanks
+from ..encoders import FrozenEncoder
+from ..features import FeatureSet, extract_features
+from ..labels import DEPRELS, UPOS
 
 logger = logging.getLogger(__name__)
 

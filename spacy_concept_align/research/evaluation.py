@@ -15,11 +15,12 @@ import torch
 
 from spacy.tokens import Doc
 
-from .consistency import violations
-from .corpus import TreebankFile, UDSentence, list_treebanks
-from .features import FeatureSet, extract_features
-from .labels import DEPREL_ID, DEPRELS, ROOT_ID, UPOS, UPOS_ID, universal_deprel
-from .model import ConceptParser, tensor
+from ..consistency import violations
+from ..corpus import TreebankFile, UDSentence, list_treebanks
+from ..features import FeatureSet, extract_features
+from ..labels import DEPREL_ID, DEPRELS, ROOT_ID, UPOS, UPOS_ID, universal_deprel
+from ..model import ConceptParser, tensor
+from ..scoring import Scores, conll18_scores
 
 logger = logging.getLogger(__name__)
 
@@ -41,61 +42,6 @@ LITERATURE = {
 SUPERVISED = "UDPipe 2 supervised (UD 2.15, gold tok)"
 
 
-@dataclass
-class Scores:
-    upos: float
-    uas: float
-    las: float
-    label_acc: float
-    words: int
-    inconsistent: float = 0.0  # % of words whose (UPOS, relation) pair UD forbids (consistency.ALLOWED)
-
-
-def conll18_scores(gold: FeatureSet, upos: np.ndarray, heads: np.ndarray, deprels: np.ndarray) -> Scores:
-    """CoNLL 2018 accuracies with gold tokenization: every word counts, relations without subtypes."""
-    n = gold.n_words
-    head_ok = heads == gold.heads
-    label_ok = deprels == gold.deprels
-    return Scores(100 * float(np.mean(upos == gold.upos)) if n else 0.0, 100 * float(np.mean(head_ok)) if n else 0.0,
-                  100 * float(np.mean(head_ok & label_ok)) if n else 0.0,
-                  100 * float(np.mean(label_ok)) if n else 0.0, n,
-                  100 * violations(upos, deprels) / n if n else 0.0)
-
-
-def gold_labels(sentences: Sequence[UDSentence]) -> FeatureSet:
-    """The sentences' gold UPOS, heads and relations as a label-only FeatureSet (no vectors), for conll18_scores."""
-    return FeatureSet(np.zeros((sum(map(len, sentences)), 0)), np.zeros((len(sentences), 0)),
-                      np.concatenate([[0], np.cumsum([len(s) for s in sentences])]),
-                      np.array([UPOS_ID[t] for s in sentences for t in s.upos]),
-                      np.array([h for s in sentences for h in s.heads]),
-                      np.array([DEPREL_ID[r] for s in sentences for r in s.deprels]))
-
-
-def score_files(gold: Path, predicted: Path) -> Scores:
-    """CoNLL 2018 UPOS / UAS / LAS of a predicted CoNLL-U file against a gold one with the same words."""
-    from .corpus import CoNLLUError, read_conllu
-
-    gold_sentences, predicted_sentences = read_conllu(gold), read_conllu(predicted)
-    if [s.words for s in gold_sentences] != [s.words for s in predicted_sentences]:
-        first = next((i for i, (g, p) in enumerate(zip(gold_sentences, predicted_sentences)) if g.words != p.words),
-                     min(len(gold_sentences), len(predicted_sentences)))
-        line = predicted_sentences[first].line if first < len(predicted_sentences) else 0
-        raise CoNLLUError(predicted, line, f"sentence {first + 1} does not have the gold file's words")
-    labels = gold_labels(predicted_sentences)
-    return conll18_scores(gold_labels(gold_sentences), labels.upos, labels.heads, labels.deprels)
-
-
-def doc_labels(docs: Iterable[Doc]) -> tuple:
-    """UPOS ids, heads (0 = root, k = k-th word of the doc) and universal relation ids a pipeline set on docs."""
-    upos, heads, deprels = [], [], []
-    for doc in docs:
-        for token in doc:
-            upos.append(UPOS_ID.get(token.pos_, UPOS_ID["X"]))
-            heads.append(0 if token.head.i == token.i else token.head.i + 1)
-            deprels.append(DEPREL_ID.get(universal_deprel(token.dep_), DEPREL_ID["dep"]))
-    return np.array(upos), np.array(heads), np.array(deprels)
-
-
 class NearestMeans:
     """Baseline (b): prototypes without meta-training, nearest raw class mean (POS) / relation mean (relations)."""
 
@@ -110,7 +56,7 @@ class NearestMeans:
 
     def predict(self, features: FeatureSet):
         heads = self.net.predict_heads(features)
-        return self.labels(self.net.pos, features.words), heads, _relabel_root(
+        return self.labels(self.net.pos, features.words), heads, relabel_root(
             self.labels(self.net.rel, features.relation_vectors(heads)), heads)
 
 
@@ -121,18 +67,18 @@ class LinearProbe:
 
     def __init__(self, net: ConceptParser, train: FeatureSet, weight_decay: float = 1e-3, steps: int = 300):
         self.net = net
-        self.pos = _fit_linear(train.words, train.upos, len(UPOS), weight_decay, steps)
-        self.rel = _fit_linear(train.relation_vectors(), train.deprels, len(DEPRELS), weight_decay, steps)
+        self.pos = fit_linear(train.words, train.upos, len(UPOS), weight_decay, steps)
+        self.rel = fit_linear(train.relation_vectors(), train.deprels, len(DEPRELS), weight_decay, steps)
 
     def predict(self, features: FeatureSet):
         heads = self.net.predict_heads(features)
         with torch.no_grad():
             upos = self.pos(tensor(features.words)).argmax(-1).numpy()
             rels = self.rel(tensor(features.relation_vectors(heads))).argmax(-1).numpy()
-        return upos, heads, _relabel_root(rels, heads)
+        return upos, heads, relabel_root(rels, heads)
 
 
-def _fit_linear(x: np.ndarray, y: np.ndarray, n_classes: int, weight_decay: float, steps: int) -> torch.nn.Linear:
+def fit_linear(x: np.ndarray, y: np.ndarray, n_classes: int, weight_decay: float, steps: int) -> torch.nn.Linear:
     torch.manual_seed(0)
     x, y = tensor(x), tensor(y, torch.long)
     mean, std = x.mean(0), x.std(0) + 1e-6
@@ -150,7 +96,7 @@ def _fit_linear(x: np.ndarray, y: np.ndarray, n_classes: int, weight_decay: floa
     return torch.nn.Sequential(normalise, layer).eval()
 
 
-def _relabel_root(rels: np.ndarray, heads: np.ndarray) -> np.ndarray:
+def relabel_root(rels: np.ndarray, heads: np.ndarray) -> np.ndarray:
     rels = rels.copy()
     rels[heads == 0] = ROOT_ID
     rels[(heads != 0) & (rels == ROOT_ID)] = DEPRELS.index("dep")
@@ -185,11 +131,11 @@ def evaluate(nlp, data_dir: Optional[Path] = None, only: Optional[Sequence[str]]
     exclude = list(meta.get("train", [])) + list(meta.get("validation", []))
     systems: Dict[str, object] = {"concept_align (zero-shot)": None}
     if baselines and meta.get("train"):
-        from .training import load_pools, _concat
+        from ..training import load_pools
 
         pools = load_pools(meta["source"], encoder, meta.get("max_train_sentences", 500), data_dir, progress=progress)
         systems[NearestMeans.name] = NearestMeans(net)
-        systems[LinearProbe.name] = LinearProbe(net, _concat(list(pools.values())))
+        systems[LinearProbe.name] = LinearProbe(net, FeatureSet.concat(list(pools.values())))
     if spacy_baseline is not None:
         systems[SPACY_BASELINE] = spacy_baseline
     if unlabeled:
@@ -237,7 +183,7 @@ def _predict_after_unlabeled(net: ConceptParser, features: FeatureSet):
     """Predictions of a copy of `net` adapted to the words it is about to tag (their labels unseen)."""
     import copy
 
-    from .adapt import adapt_unlabeled
+    from ..adapt import adapt_unlabeled
 
     target = copy.deepcopy(net)
     adapt_unlabeled(target, features, "__target__")

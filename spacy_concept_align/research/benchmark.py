@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .corpus import UDSentence, find_treebank, read_conllu
+from ..corpus import UDSentence, find_treebank, read_conllu
 
 #: Test sentences from these languages: Latin, Arabic, Hebrew, Devanagari, Japanese, Greek, Armenian, Hangul.
 BENCH_LANGS = ("wo", "ga", "ar", "he", "hi", "ja", "el", "hy", "ug", "ko")
@@ -177,14 +177,14 @@ def _encoder_path(pipeline: str) -> str:
     """The full model behind the pipeline's encoder (all its layers): what the reference systems run."""
     from spacy.util import load_config
 
-    from .encoders.frozen import resolve_model
+    from ..encoders.frozen import resolve_model
 
     config = load_config(Path(pipeline) / "config.cfg")
     return resolve_model(config["components"]["concept_align"]["model"]["encoder"]["name"])
 
 
 def _docs(nlp, sentences, doc_words: int):
-    from .corpus import sentences_to_doc, unannotated
+    from ..corpus import sentences_to_doc, unannotated
 
     if not doc_words:
         return [unannotated(sentences_to_doc(nlp.vocab, [s])) for s in sentences]
@@ -219,7 +219,7 @@ def _spacy_trf_runner(case: Case, sentences, pipeline):
     import spacy
     from spacy.training import Example
 
-    from .corpus import sentences_to_doc
+    from ..corpus import sentences_to_doc
 
     listener = {"@architectures": "spacy-transformers.TransformerListener.v1", "grad_factor": 1.0,
                 "pooling": {"@layers": "reduce_mean.v1"}}
@@ -247,9 +247,9 @@ def _spacy_trf_runner(case: Case, sentences, pipeline):
 
 def _accuracy(sentences: List[UDSentence], docs) -> Dict[str, float]:
     """UPOS, UAS, LAS (CoNLL 2018, as `evaluate` scores them) against the sentences' gold annotation, as fractions."""
-    from .evaluation import conll18_scores, doc_labels, gold_labels
+    from ..scoring import Labels, conll18_scores
 
-    scores = conll18_scores(gold_labels(sentences), *doc_labels(docs))
+    scores = conll18_scores(Labels.of_sentences(sentences), *vars(Labels.of_docs(docs)).values())
     return {"pos_acc": scores.upos / 100, "dep_uas": scores.uas / 100, "dep_las": scores.las / 100}
 
 
