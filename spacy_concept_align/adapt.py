@@ -2,7 +2,7 @@
 
 As in Xu et al. (2023, few-shot variant): new language-specific parameters, fit on the K support sentences with
 everything shared frozen. Beyond the original, each a setting so it can be measured:
-- `train`: "outer" fine-tunes the language's own copy of Phi's output layer (measured better: more capacity than
+- `train`: "outer" fine-tunes the language's own copy of SharedProjection's output layer (measured better: more capacity than
   the original's r x r map, kept near its start by `anchor_weight`); "linear" trains only the original's map;
 - `refine_prototypes`: prototypes re-estimated from the support set, shrunk towards the source ones (prototypical
   networks; the same estimator meta-training optimises for);
@@ -10,7 +10,7 @@ everything shared frozen. Beyond the original, each a setting so it can be measu
 - `priors`: word identity (a Lexicon of the support words' tags and relations, suffixes for unseen words) and a
   relation-given-tags table, added to the model's scores at prediction (spacy_concept_align.lexicon).
 With a whole treebank (`train = "auto"` and at least `whole_treebank` sentences) the same machinery trains more, in
-minibatch epochs ("phi"): the language's own first layers of Phi (rank-r corrections) and output layers, its own arc
+minibatch epochs ("phi"): the language's own first layers of SharedProjection (rank-r corrections) and output layers, its own arc
 scorer reading the words through a small BiLSTM, and relations that read those words and the arc's structure:
 in-language quality for every language that has annotated data, at about 0.65 MB per language (half precision).
 Nothing in the model changes if adaptation fails: the new parts are built aside and swapped in at the end.
@@ -28,14 +28,14 @@ from .aligner import LanguageAdaptor
 from .features import FeatureSet
 from .labels import DEPRELS, UPOS
 from .lexicon import LanguagePriors, PriorWeights
-from .model import ConceptParser, _known, relation_features, tensor
+from .decoder import ConceptDecoder, known_labels, relation_features, tensor
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class AdaptSettings:
-    # "outer" (Phi's output layer, per language), "linear" (the original's r x r adaptor), "phi" (Phi's first layer
+    # "outer" (SharedProjection's output layer, per language), "linear" (the original's r x r adaptor), "phi" (SharedProjection's first layer
     # as rank-r corrections + its output layer, in minibatch epochs: for a whole treebank) or "auto" ("phi" from `whole_treebank` sentences on, else "outer")
     train: str = "auto"
     whole_treebank: int = 100
@@ -88,7 +88,7 @@ def check_support(features: FeatureSet, settings: AdaptSettings) -> None:
                        len(features), settings.min_sentences)
 
 
-def adapt_language(net: ConceptParser, support: FeatureSet, lang: str, settings: Optional[AdaptSettings] = None,
+def adapt_language(decoder: ConceptDecoder, support: FeatureSet, lang: str, settings: Optional[AdaptSettings] = None,
                    forms: Optional[Sequence[str]] = None) -> Dict[str, float]:
     """Fit `lang`'s adaptors (and arc scorer, and priors when the words' `forms` are given) on the support set;
     replace any previous ones for `lang`.
@@ -99,22 +99,22 @@ def adapt_language(net: ConceptParser, support: FeatureSet, lang: str, settings:
     check_support(support, settings)
     mode = settings.mode(len(support))
     start = time.perf_counter()
-    was_training = net.training
-    net.eval()  # no dropout: the shared parts are frozen, only the new adaptors learn
+    was_training = decoder.training
+    decoder.eval()  # no dropout: the shared parts are frozen, only the new adaptors learn
     report: Dict[str, float] = {}
     arcs = None
     if settings.adapt_arcs and (support.heads >= 0).any():
-        arcs, report["arc_loss"] = (_fit_arcs_epochs if mode == "phi" else _fit_arcs)(net, support, settings)
+        arcs, report["arc_loss"] = (_fit_arcs_epochs if mode == "phi" else _fit_arcs)(decoder, support, settings)
     words = tensor(support.words)
-    upos = _known(tensor(support.upos, torch.long), net.pos.valid)
-    deprels = _known(tensor(support.deprels, torch.long).masked_fill(tensor(support.heads < 0, torch.bool), -1),
-                     net.rel.valid)
+    upos = known_labels(tensor(support.upos, torch.long), decoder.pos.valid)
+    deprels = known_labels(tensor(support.deprels, torch.long).masked_fill(tensor(support.heads < 0, torch.bool), -1),
+                     decoder.rel.valid)
     # relations as the language's new parts will see them: on gold heads and tags, through its new arc context
-    relations = tensor(relation_features(net.contextual_words(support, arcs=arcs), support, support.heads,
+    relations = tensor(relation_features(decoder.contextual_words(support, arcs=arcs), support, support.heads,
                                          support.upos, structure=mode == "phi" and settings.arc_structure,
                                          dependent=settings.arc_dependent))
     adaptors = {}
-    for name, aligner, x, y in (("pos", net.pos, words, upos), ("rel", net.rel, relations, deprels)):
+    for name, aligner, x, y in (("pos", decoder.pos, words, upos), ("rel", decoder.rel, relations, deprels)):
         adaptor = LanguageAdaptor(aligner.phi.outer, len(aligner.valid))
         if (y >= 0).any() and (name == "pos" or len(support) >= settings.min_relation_sentences):
             fit = _fit_phi if mode == "phi" else _fit_adaptor
@@ -127,13 +127,13 @@ def adapt_language(net: ConceptParser, support: FeatureSet, lang: str, settings:
         priors = LanguagePriors.from_treebank(forms, support.upos, support.heads, support.deprels, support.offsets,
                                               len(UPOS), len(DEPRELS), settings.prior_weights)
     # Swap the new parts in only now: a failure above leaves the model as it was.
-    net.pos.adaptors[lang], net.rel.adaptors[lang] = adaptors["pos"], adaptors["rel"]
-    for parts, new in ((net.language_arcs, arcs), (net.priors, priors)):
+    decoder.pos.adaptors[lang], decoder.rel.adaptors[lang] = adaptors["pos"], adaptors["rel"]
+    for parts, new in ((decoder.language_arcs, arcs), (decoder.priors, priors)):
         if new is not None:
             parts[lang] = new
         elif lang in parts:
             del parts[lang]
-    net.train(was_training)
+    decoder.train(was_training)
     report["seconds"] = time.perf_counter() - start
     return report
 
@@ -151,7 +151,7 @@ class UnlabeledSettings:
     relations: bool = True  # relation prototypes too, from the predicted trees
 
 
-def adapt_unlabeled(net: ConceptParser, chunks: Union[FeatureSet, Iterable[FeatureSet]], lang: str,
+def adapt_unlabeled(decoder: ConceptDecoder, chunks: Union[FeatureSet, Iterable[FeatureSet]], lang: str,
                     settings: Optional[UnlabeledSettings] = None) -> Dict[str, float]:
     """Fit `lang`'s prototypes to its own unlabeled words (kept with any adaptation `lang` already has).
 
@@ -161,18 +161,18 @@ def adapt_unlabeled(net: ConceptParser, chunks: Union[FeatureSet, Iterable[Featu
     """
     settings = settings or UnlabeledSettings()
     start = time.perf_counter()
-    aligners = {"pos": net.pos, "rel": net.rel} if settings.relations else {"pos": net.pos}
+    aligners = {"pos": decoder.pos, "rel": decoder.rel} if settings.relations else {"pos": decoder.pos}
     sums = {name: torch.zeros_like(aligner.prototypes()) for name, aligner in aligners.items()}
     counts = {name: torch.zeros(len(aligner.valid)) for name, aligner in aligners.items()}
     words = 0
-    with net.inference():
+    with decoder.inference():
         for features in [chunks] if isinstance(chunks, FeatureSet) else chunks:
             words += features.n_words
             inputs = {"pos": tensor(features.words)}
             if settings.relations:
-                upos = net.pos.logits(inputs["pos"], lang).argmax(-1).numpy()
-                heads = net.predict_heads(features, lang)
-                inputs["rel"] = tensor(net.relation_inputs(features, heads, upos, lang))
+                upos = decoder.pos.logits(inputs["pos"], lang).argmax(-1).numpy()
+                heads = decoder.predict_heads(features, lang)
+                inputs["rel"] = tensor(decoder.relation_inputs(features, heads, upos, lang))
             for name, aligner in aligners.items():
                 confidence, labels = torch.softmax(aligner.logits(inputs[name], lang), -1).max(-1)
                 keep = confidence >= settings.confidence
@@ -181,7 +181,7 @@ def adapt_unlabeled(net: ConceptParser, chunks: Union[FeatureSet, Iterable[Featu
     if words == 0:
         raise ValueError("adapt_unlabeled needs at least one word of text")
     report: Dict[str, float] = {"words": words}
-    for aligner in (net.pos, net.rel):
+    for aligner in (decoder.pos, decoder.rel):
         aligner.add_language(lang)  # identity adaptors for a new language: its zero-shot solution
     for name, aligner in aligners.items():
         current, n = aligner.language_prototypes(lang), counts[name].unsqueeze(1)
@@ -217,7 +217,7 @@ def _fit_adaptor(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Te
 
 
 def _refine_prototypes(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Tensor, settings: AdaptSettings):
-    """Phi's hidden layer of the support words (frozen: computed once) and the prototypes to fit towards."""
+    """SharedProjection's hidden layer of the support words (frozen: computed once) and the prototypes to fit towards."""
     with torch.no_grad():
         hidden = aligner.phi.hidden(x)
         source = aligner.prototypes()
@@ -229,7 +229,7 @@ def _refine_prototypes(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: to
 def _fit_phi(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Tensor, settings: AdaptSettings,
              mode: str) -> float:
     """A whole treebank: the language's own first layer (`inner_rank` corrections; 0 = a whole copy) and output
-    layer of Phi, in minibatch epochs towards refined prototypes.
+    layer of SharedProjection, in minibatch epochs towards refined prototypes.
 
     Measured on Wolof / Uyghur full training splits (test UPOS): 85.1 / 86.1 against 72.1 / 81.7 for 200 full-batch
     steps of the output layer alone, in a tenth of the time.
@@ -251,9 +251,9 @@ def _fit_phi(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Tensor
     return float(loss.detach())
 
 
-def _fit_arcs_epochs(net: ConceptParser, support: FeatureSet, settings: AdaptSettings):
+def _fit_arcs_epochs(decoder: ConceptDecoder, support: FeatureSet, settings: AdaptSettings):
     """A whole treebank: the language's own arc scorer, from the multilingual one (+ a context layer), in epochs."""
-    arcs = copy.deepcopy(net.arcs)
+    arcs = copy.deepcopy(decoder.arcs)
     if settings.arc_context and arcs.context is None:  # a multilingual context layer is fine-tuned, not replaced
         arcs.add_context(settings.arc_context, settings.arc_context_input)
     if not settings.arc_train_mlps:
@@ -266,7 +266,7 @@ def _fit_arcs_epochs(net: ConceptParser, support: FeatureSet, settings: AdaptSet
     for _ in range(settings.arc_epochs):
         ids = order.permutation(len(support))
         for i in range(0, len(ids), settings.batch_sentences):
-            loss = net.arc_loss(arcs, support.select(ids[i : i + settings.batch_sentences]))
+            loss = decoder.arc_loss(arcs, support.select(ids[i : i + settings.batch_sentences]))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -274,13 +274,13 @@ def _fit_arcs_epochs(net: ConceptParser, support: FeatureSet, settings: AdaptSet
     return arcs, float(loss.detach())
 
 
-def _fit_arcs(net: ConceptParser, support: FeatureSet, settings: AdaptSettings):
-    arcs = copy.deepcopy(net.arcs)
+def _fit_arcs(decoder: ConceptDecoder, support: FeatureSet, settings: AdaptSettings):
+    arcs = copy.deepcopy(decoder.arcs)
     arcs.eval()  # fine-tune without dropout: a few small steps from the multilingual scorer
     optimizer = torch.optim.Adam(arcs.parameters(), lr=settings.arc_lr)
     loss = torch.tensor(0.0)
     for _ in range(settings.arc_steps):
-        loss = net.arc_loss(arcs, support)
+        loss = decoder.arc_loss(arcs, support)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

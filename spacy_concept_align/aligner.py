@@ -1,6 +1,6 @@
 """The aligner: maps a language's word (or relation) vectors onto the shared prototypes of one concept inventory.
 
-Phi is shared by all languages; a language may add a small linear adaptor (identity at birth) on top. Prototypes are
+SharedProjection is shared by all languages; a language may add a small linear adaptor (identity at birth) on top. Prototypes are
 the source languages' class means, carried into the concept space by a learned linear prototype map.
 """
 import copy
@@ -26,7 +26,7 @@ class TokenDropout(nn.Module):
         return x * keep / (1 - self.p)
 
 
-class Phi(nn.Module):
+class SharedProjection(nn.Module):
     """The shared aligner body: Linear -> LeakyReLU(0.2) -> dropout -> Linear (Xavier-normal, zero bias)."""
 
     def __init__(self, width: int, hidden: int, dim: int, dropout: float = 0.33, token_dropout: bool = False):
@@ -64,9 +64,9 @@ class LowRankDelta(nn.Module):
 
 class LanguageAdaptor(nn.Module):
     """One language's corrections, each starting where the zero-shot model is, so a new language begins at the
-    zero-shot solution: its own copy of Phi's output layer, a linear map after it (identity at birth; the original
+    zero-shot solution: its own copy of SharedProjection's output layer, a linear map after it (identity at birth; the original
     few-shot method trains only this), and a shift of the prototypes (zero unless refined from its examples).
-    With a whole treebank of the language, it also gets its own first layer (`own_inner`): a copy of Phi's, or a
+    With a whole treebank of the language, it also gets its own first layer (`own_inner`): a copy of SharedProjection's, or a
     low-rank correction beside it.
     """
 
@@ -81,9 +81,9 @@ class LanguageAdaptor(nn.Module):
             self.linear.bias.zero_()
         self.register_buffer("prototype_shift", torch.zeros(n_classes, dim))
 
-    def own_inner(self, phi: "Phi", extra_inputs: int = 0, rank: int = 0) -> None:
+    def own_inner(self, phi: "SharedProjection", extra_inputs: int = 0, rank: int = 0) -> None:
         """Give the language its own first layer (trained on its own treebank), reading `extra_inputs` more features
-        after the vector, starting as Phi's: a rank-`rank` correction beside it, or (rank 0) a whole copy.
+        after the vector, starting as SharedProjection's: a rank-`rank` correction beside it, or (rank 0) a whole copy.
         """
         width, hidden = phi.inner.in_features, phi.inner.out_features
         if rank:
@@ -100,8 +100,8 @@ class LanguageAdaptor(nn.Module):
     def inner_rank(self) -> int:
         return self.inner.down.out_features if isinstance(self.inner, LowRankDelta) else 0
 
-    def hidden(self, x: torch.Tensor, phi: "Phi") -> torch.Tensor:
-        """Phi's hidden layer, through the language's own first layer when it has one."""
+    def hidden(self, x: torch.Tensor, phi: "SharedProjection") -> torch.Tensor:
+        """SharedProjection's hidden layer, through the language's own first layer when it has one."""
         if self.inner is None:
             return phi.hidden(x)
         if isinstance(self.inner, LowRankDelta):
@@ -109,22 +109,22 @@ class LanguageAdaptor(nn.Module):
         return phi.dropout(nn.functional.leaky_relu(self.inner(x), 0.2))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Concept-space coordinates from Phi's hidden layer."""
+        """Concept-space coordinates from SharedProjection's hidden layer."""
         return self.linear(self.outer(hidden))
 
 
 class ConceptAligner(nn.Module):
-    """Phi + prototype map + per-language adaptors for one inventory (17 UPOS, or 37 relations).
+    """SharedProjection + prototype map + per-language adaptors for one inventory (17 UPOS, or 37 relations).
 
-    width (int): encoder vector size. hidden, dim (int): Phi's hidden and output (concept space) sizes.
-    n_classes (int): size of the inventory. dropout (float), token_dropout (bool): see Phi.
+    width (int): encoder vector size. hidden, dim (int): SharedProjection's hidden and output (concept space) sizes.
+    n_classes (int): size of the inventory. dropout (float), token_dropout (bool): see SharedProjection.
     """
 
     def __init__(self, width: int, hidden: int, dim: int, n_classes: int, dropout: float = 0.33,
                  token_dropout: bool = False):
         super().__init__()
         self.dim = dim
-        self.phi = Phi(width, hidden, dim, dropout, token_dropout)
+        self.phi = SharedProjection(width, hidden, dim, dropout, token_dropout)
         self.prototype_map = nn.Linear(width, dim, bias=False)
         nn.init.xavier_normal_(self.prototype_map.weight)
         self.adaptors = nn.ModuleDict()
@@ -152,7 +152,7 @@ class ConceptAligner(nn.Module):
         return self.adaptors[lang]
 
     def extra_inputs(self, lang: Optional[str]) -> int:
-        """How many features beyond the vector `lang`'s own first layer reads (0 for Phi's)."""
+        """How many features beyond the vector `lang`'s own first layer reads (0 for SharedProjection's)."""
         adaptor = self.adaptors[lang] if lang in self.adaptors else None
         return 0 if adaptor is None or adaptor.inner is None else adaptor.inner.in_features - self.phi.inner.in_features
 
@@ -164,7 +164,7 @@ class ConceptAligner(nn.Module):
         return adaptor(adaptor.hidden(x, self.phi))
 
     def logits(self, x: torch.Tensor, lang: Optional[str] = None, prototypes: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Class scores -||A_lang Phi(x) - P_c||^2 (P: the source prototypes, shifted for `lang`, unless given)."""
+        """Class scores -||A_lang SharedProjection(x) - P_c||^2 (P: the source prototypes, shifted for `lang`, unless given)."""
         protos = self.language_prototypes(lang) if prototypes is None else prototypes
         return distance_logits(self.embed(x, lang), protos, self.valid)
 

@@ -43,7 +43,7 @@ def features(
 ):
     """Extract (or reuse from the cache) frozen word vectors; print per-file statistics and speed."""
     from .encoders import FrozenEncoder
-    from .features import extract_features
+    from .feature_cache import extract_features
 
     enc = FrozenEncoder(encoder, layer)
     for file in files:
@@ -184,16 +184,22 @@ def _override(item: str):
 
 
 @app.command("ship-default")
-def ship_default(pipeline: Path = typer.Argument(..., help="A trained pipeline directory (training/default).")):
-    """Make a trained pipeline's concept_align weights the default of nlp.add_pipe("concept_align")."""
+def ship_default(
+    pipeline: Path = typer.Argument(..., help="A trained pipeline directory (training/default)."),
+    to: Path = typer.Option(Path("spacy_concept_align/data/default"), help="The source tree's default-weights folder."),
+):
+    """Make a trained pipeline's concept_align weights the default of nlp.add_pipe("concept_align"): written into
+    the source tree (run from the project's root), which the next build or editable install ships."""
     import shutil
 
     from safetensors.torch import load_file, save_file
 
-    from .pipeline import DEFAULT_WEIGHTS, PRIORS_FILE
+    from .weights import PRIORS_FILE
 
+    if not to.parent.is_dir() or "site-packages" in to.resolve().parts:
+        raise typer.BadParameter(f"{to}: not a source checkout's spacy_concept_align/data (run from the project root)")
     source = pipeline / "concept_align"
-    with atomic_dir(DEFAULT_WEIGHTS) as tmp:
+    with atomic_dir(to) as tmp:
         shutil.copyfile(source / "cfg.json", tmp / "cfg.json")
         if (source / PRIORS_FILE).exists():
             shutil.copyfile(source / PRIORS_FILE, tmp / PRIORS_FILE)
@@ -203,8 +209,8 @@ def ship_default(pipeline: Path = typer.Argument(..., help="A trained pipeline d
         tmp.chmod(0o755)  # package data: readable by everyone, as any installed file
         for file in tmp.iterdir():
             file.chmod(0o644)
-    size = sum(f.stat().st_size for f in DEFAULT_WEIGHTS.iterdir()) / 1e6
-    typer.echo(f"default weights <- {source} ({size:.1f} MB in {DEFAULT_WEIGHTS})")
+    size = sum(f.stat().st_size for f in to.iterdir()) / 1e6
+    typer.echo(f"default weights <- {source} ({size:.1f} MB in {to})")
 
 
 @app.command()

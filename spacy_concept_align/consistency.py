@@ -1,7 +1,7 @@
 """Which UPOS a universal relation allows: the UD validator's level-3 rules (rel-upos-*, upos-rel-punct).
 
 Used twice: the evaluation counts the predicted words that break them, and prediction can decode UPOS and
-relation jointly so that no word breaks them (`ConceptParser.predict(..., consistent=True)`).
+relation jointly so that no word breaks them (`ConceptDecoder.predict(..., consistent=True)`).
 The validator's exceptions for words with a `fixed` dependent are not modelled: the rules here are its strict form.
 """
 from typing import Dict, FrozenSet

@@ -1,28 +1,17 @@
-"""Frozen word vectors of whole treebank files, computed once and memory-mapped from the cache.
-
-Training, evaluation and analysis all read features from here, so nothing runs the encoder twice on one file.
-Cache key: encoder fingerprint (model files, layer, pooling) + the file's sha256 + the sentence limit.
-"""
-import hashlib
-import json
-import logging
-import os
-import shutil
-import time
+"""Feature batches: what the decoder reads. Word vectors of sentences, flat, with their offsets and (when known)
+gold labels; no I/O here (the cache of whole treebank files is feature_cache)."""
 from dataclasses import dataclass
-from pathlib import Path
-from typing import List, Optional, Sequence, Union
+from typing import List, Optional, Sequence
 
 import numpy as np
 
 from .concepts import relation_vectors
-from .corpus import UDSentence, read_conllu, treebank_codes
-from .encoders import FrozenEncoder, SentenceVectors
+from .corpus import UDSentence
+from .encoders import SentenceVectors
 from .labels import DEPREL_ID, UPOS_ID
-from .paths import cache_dir
 
-logger = logging.getLogger(__name__)
-_ARRAYS = ("words", "roots", "offsets", "upos", "heads", "deprels")
+#: The arrays of a FeatureSet, in order.
+ARRAYS = ("words", "roots", "offsets", "upos", "heads", "deprels")
 
 
 @dataclass
@@ -40,6 +29,8 @@ class FeatureSet:
     heads: np.ndarray
     deprels: np.ndarray
     lang: Optional[str] = None
+    #: The words' forms, in order (the few-shot priors look them up); None where only vectors are known.
+    forms: Optional[List[str]] = None
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -71,8 +62,9 @@ class FeatureSet:
         starts, ends = self.offsets[ids], self.offsets[ids + 1]
         index = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if len(ids) else np.zeros(0, np.int64)
         offsets = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
+        forms = None if self.forms is None else [self.forms[i] for i in index]
         return FeatureSet(np.asarray(self.words[index], np.float32), np.asarray(self.roots[ids], np.float32), offsets,
-                          self.upos[index], self.heads[index], self.deprels[index], self.lang)
+                          self.upos[index], self.heads[index], self.deprels[index], self.lang, forms)
 
     @classmethod
     def concat(cls, feature_sets: Sequence["FeatureSet"]) -> "FeatureSet":
@@ -94,54 +86,17 @@ class FeatureSet:
         return relation_vectors(self.words, self.roots, self.offsets, np.maximum(heads, 0))
 
 
-def extract_features(path: Union[str, Path], encoder: FrozenEncoder, max_sentences: int = 0,
-                     use_cache: bool = True, progress: bool = True) -> FeatureSet:
-    """Features of a CoNLL-U file (its first `max_sentences` sentences; 0 = all), from the cache when present."""
-    path = Path(path)
-    lang, treebank = treebank_codes(path)
-    file_hash = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    target = cache_dir() / "features" / encoder.fingerprint / f"{path.stem}-{file_hash}-n{max_sentences}"
-    if use_cache and (target / "meta.json").exists():
-        return _load(target, lang)
-    sentences = read_conllu(path)
-    if max_sentences:
-        sentences = sentences[:max_sentences]
-    features = FeatureSet.from_vectors(_encode(encoder, sentences, path.name, progress), sentences, lang)
-    if use_cache:
-        _save(features, target, {"file": str(path), "treebank": treebank, "encoder": encoder.name,
-                                 "layer": encoder.layer, "pooling": encoder.pooling, "sentences": len(sentences)})
-    return features
+@dataclass
+class Sentences:
+    """The model's input: sentences of one language as lists of word forms, with gold labels when training
+    (flat over the words, as in a FeatureSet: UPOS and relation ids, heads 0 = root / k = k-th word; -1 = unknown)."""
 
+    words: List[List[str]]
+    lang: Optional[str] = None
+    upos: Optional[np.ndarray] = None
+    heads: Optional[np.ndarray] = None
+    deprels: Optional[np.ndarray] = None
 
-def _encode(encoder: FrozenEncoder, sentences: List[UDSentence], label: str, progress: bool) -> List[SentenceVectors]:
-    from tqdm import tqdm
-
-    chunk = 256
-    vectors: List[SentenceVectors] = []
-    start, n_words = time.perf_counter(), sum(map(len, sentences))
-    with tqdm(total=n_words, desc=f"encoding {label}", unit="w", disable=not progress, leave=False) as bar:
-        for i in range(0, len(sentences), chunk):
-            batch = sentences[i : i + chunk]
-            vectors += encoder([s.words for s in batch])
-            bar.update(sum(map(len, batch)))
-    seconds = time.perf_counter() - start
-    logger.info("%s: %d words in %.1f s (%.0f words/s)", label, n_words, seconds, n_words / max(seconds, 1e-9))
-    return vectors
-
-
-def _save(features: FeatureSet, target: Path, meta: dict) -> None:
-    """Write to a temporary folder and rename: a folder without meta.json is never trusted."""
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name in _ARRAYS:
-        array = getattr(features, name)
-        np.save(tmp / f"{name}.npy", array.astype(np.float16) if name in ("words", "roots") else array)
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-
-
-def _load(target: Path, lang: str) -> FeatureSet:
-    arrays = {name: np.load(target / f"{name}.npy", mmap_mode="r") for name in _ARRAYS}
-    return FeatureSet(lang=lang, **arrays)
+    @property
+    def forms(self) -> List[str]:
+        return [word for sentence in self.words for word in sentence]

@@ -40,7 +40,7 @@ def load_pipeline(pipeline: Optional[str] = None):
     if pipeline:
         return spacy.load(pipeline)
     nlp = spacy.blank("xx")
-    nlp.add_pipe("concept_align")
+    nlp.add_pipe("concept_align").initialize(weights="default")
     return nlp
 
 

@@ -9,23 +9,30 @@ change a setting so the original stays reachable (configs/original.cfg):
 - queries never overlap their support (`disjoint_queries`).
 The arc scorer is trained in the same loop, on the same episodes.
 """
+import itertools
 import logging
+import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import spacy
 import torch
 from confection import Config
 from spacy.language import Language
+from spacy.util import registry
+from thinc.api import Model, fix_random_seed
+from wasabi import Printer
 
+from .architecture import get_decoder_layer
 from .corpus import TreebankFile, list_treebanks
+from .decoder import ConceptDecoder, Support, concept_loss
 from .encoders import FrozenEncoder
-from .features import FeatureSet, extract_features
-from .model import ConceptParser
+from .feature_cache import extract_features
+from .features import FeatureSet
 
 logger = logging.getLogger(__name__)
 
@@ -78,50 +85,41 @@ class EpisodeSampler:
         return self.pools[lang].select(support), self.pools[lang].select(query)
 
 
-def episode_loss(net: ConceptParser, support: FeatureSet, query: FeatureSet, support_loss_weight: float,
-                 shrink: float) -> Dict[str, torch.Tensor]:
-    """Query losses against the source prototypes (+ against support-refined prototypes) and the arc loss."""
-    losses = net.losses(query)
-    if support_loss_weight > 0 and len(support):
-        for name, aligner, s_x, s_y, q_x, q_y in _task_tensors(net, support, query):
-            refined = aligner.support_prototypes(aligner.embed(s_x), s_y, shrink)
-            keep = q_y >= 0
-            if keep.any():
-                logits = aligner.logits(q_x[keep], prototypes=refined)
-                losses[f"{name}_support"] = support_loss_weight * torch.nn.functional.cross_entropy(logits, q_y[keep])
-    return losses
+@registry.schedules("spacy-concept-align.one_cycle.v1")
+def one_cycle(start: float, peak: float, end: float, total_steps: int, warmup: float = 0.05) -> Iterator[float]:
+    """Cosine from `start` to `peak` over the first `warmup` fraction of the steps, then cosine to `end` (torch's
+    OneCycleLR, for learning rates and Adam's beta1). total_steps = 0 in a config: meta-training fills it in."""
+    peak_step = max(1.0, warmup * total_steps - 1)
+    for step in itertools.count():
+        if step <= peak_step:
+            a, b, pct = start, peak, step / peak_step
+        else:
+            a, b, pct = peak, end, min(1.0, (step - peak_step) / max(1.0, total_steps - 1 - peak_step))
+        yield b + (a - b) / 2 * (math.cos(math.pi * pct) + 1)
 
 
-def _task_tensors(net: ConceptParser, support: FeatureSet, query: FeatureSet):
-    from .model import _known, tensor
-
-    def rel(features: FeatureSet):
-        labels = np.where(features.heads >= 0, features.deprels, -1)
-        return tensor(features.relation_vectors()), _known(tensor(labels, torch.long), net.rel.valid)
-
-    def pos(features: FeatureSet):
-        return tensor(features.words), _known(tensor(features.upos, torch.long), net.pos.valid)
-
-    yield ("pos", net.pos, *pos(support), *pos(query))
-    yield ("rel", net.rel, *rel(support), *rel(query))
+def episode_scores(decoder_layer: Model, support: FeatureSet, query: FeatureSet, support_loss_weight: float,
+                   shrink: float):
+    """The training scores of one episode on the shared (zero-shot) path, and the callback for their gradients."""
+    return decoder_layer.begin_update((replace(query, lang=None), Support(support, support_loss_weight, shrink)))
 
 
 @torch.no_grad()
-def validation_score(net: ConceptParser, pools: Dict[str, FeatureSet]) -> Dict[str, float]:
+def validation_score(decoder: ConceptDecoder, pools: Dict[str, FeatureSet]) -> Dict[str, float]:
     """Zero-shot accuracy on validation languages: UPOS, relations on gold heads, greedy heads (no tree decoding)."""
-    net.eval()
+    decoder.eval()
     totals = {"pos": [], "rel": [], "arc": []}
     for features in pools.values():
-        from .model import tensor
+        from .decoder import tensor
 
-        upos = net.pos.logits(tensor(features.words)).argmax(-1).numpy()
+        upos = decoder.pos.logits(tensor(features.words)).argmax(-1).numpy()
         totals["pos"].append(np.mean(upos == features.upos))
-        rels = net.rel.logits(tensor(features.relation_vectors())).argmax(-1).numpy()
+        rels = decoder.rel.logits(tensor(features.relation_vectors())).argmax(-1).numpy()
         totals["rel"].append(np.mean(rels == features.deprels))
-        words, roots, mask = net._padded(features)
-        heads = net.arcs(words, roots, mask).argmax(-1)[mask].numpy()
+        words, roots, mask = decoder._padded(features)
+        heads = decoder.arcs(words, roots, mask).argmax(-1)[mask].numpy()
         totals["arc"].append(np.mean(heads == features.heads))
-    net.train()
+    decoder.train()
     scores = {name: float(np.mean(values)) for name, values in totals.items()}
     scores["score"] = float(np.mean(list(scores.values())))
     return scores
@@ -144,58 +142,64 @@ def training_features(langs: dict, encoder: FrozenEncoder, data_dir: Optional[Pa
 def meta_train(config: Config, data_dir: Optional[Path] = None, progress: bool = True) -> Tuple[Language, dict]:
     """Build and meta-train a concept_align pipeline from a meta-training config (see configs/default.cfg).
 
-    RETURNS (Tuple[Language, dict]): the trained pipeline and a report (time, validation history).
+    Each episode is one update of the component's model: the decoder's training scores, the one loss
+    (decoder.concept_loss), the optimizer of [training.optimizer]. RETURNS the pipeline and a report.
     """
     cfg = config.interpolate()
     langs, train, model_cfg = language_lists(cfg["languages"]), cfg["training"], cfg["model"]
     seed = int(train["seed"])
     random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+    fix_random_seed(seed)
     nlp = spacy.blank("xx")
-    pipe = nlp.add_pipe("concept_align", config={"init_weights": None, "min_count": train["min_count"],
-                                                 "model": model_cfg})
-    net: ConceptParser = pipe.net
-    encoder = pipe.encoder
+    pipe = nlp.add_pipe("concept_align", config={"min_count": train["min_count"], "model": model_cfg})
+    decoder, decoder_layer = pipe.decoder, get_decoder_layer(pipe.model)
     start = time.perf_counter()
-    pools, val_pools = training_features(langs, encoder, data_dir, progress)
+    pools, val_pools = training_features(langs, pipe.encoder, data_dir, progress)
     features_seconds = time.perf_counter() - start
 
-    sources = [pools[lang] for lang in langs["source"]]
-    net.set_prototypes(FeatureSet.concat(sources), int(train["min_count"]))
+    decoder.set_prototypes(FeatureSet.concat([pools[lang] for lang in langs["source"]]), int(train["min_count"]))
     sampler = EpisodeSampler(pools, EpisodeSettings(train["n_support"], train["n_query"],
                                                     train["disjoint_queries"]), seed)
     episodes = [lang for lang in langs["train"] for _ in range(train["episodes_per_language"])]
     steps = len(episodes) * train["epochs"]
-    optimizer = torch.optim.AdamW(net.parameters(), lr=train["lr"], weight_decay=train["weight_decay"])
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=train["lr"], total_steps=steps, pct_start=0.05)
+    optimizer = registry.resolve({"optimizer": _with_total_steps(train["optimizer"], steps)})["optimizer"]
+    printer = Printer(no_print=not progress)
     best, history = (-1.0, None), []
-    net.train()
     train_start = time.perf_counter()
     for epoch in range(train["epochs"]):
         sampler.rng.shuffle(episodes)
         running = []
         for lang in episodes:
             support, query = sampler.sample(lang)
-            loss = sum(episode_loss(net, support, query, train["support_loss_weight"], train["shrink"]).values())
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
-            optimizer.step()
-            schedule.step()
-            running.append(float(loss.detach()))
-        scores = validation_score(net, val_pools)
+            scores, backprop = episode_scores(decoder_layer, support, query, train["support_loss_weight"],
+                                              train["shrink"])
+            loss, d_scores = concept_loss(scores)
+            backprop(d_scores)
+            decoder_layer.finish_update(optimizer)
+            optimizer.step_schedules()
+            running.append(loss)
+        scores = validation_score(decoder, val_pools)
         history.append({"epoch": epoch, "loss": float(np.mean(running)), **scores})
-        print(f"epoch {epoch:2d}  loss {np.mean(running):.3f}  val pos {scores['pos']:.3f}  rel {scores['rel']:.3f}"
-              f"  arc {scores['arc']:.3f}  ({time.perf_counter() - train_start:.0f} s)", flush=True)
+        printer.row([epoch, f"{np.mean(running):.3f}", f"{scores['pos']:.3f}", f"{scores['rel']:.3f}",
+                     f"{scores['arc']:.3f}", f"{time.perf_counter() - train_start:.0f} s"],
+                    widths=(5, 7, 7, 7, 7, 8))
         if scores["score"] > best[0]:
-            best = (scores["score"], {k: v.clone() for k, v in net.state_dict().items()})
-    net.load_state_dict(best[1])
-    net.eval()
+            best = (scores["score"], {k: v.clone() for k, v in decoder.state_dict().items()})
+    decoder.load_state_dict(best[1])
+    decoder.eval()
     pipe.cfg["meta"] = {key: langs[key] for key in ("source", "train", "validation", "max_train_sentences")}
     report = {"features_seconds": features_seconds, "train_seconds": time.perf_counter() - train_start,
               "steps": steps, "best_validation": best[0], "history": history}
-    print(f"meta-training: {steps} episodes in {report['train_seconds']:.0f} s "
-          f"(+ {features_seconds:.0f} s features); best validation score {best[0]:.3f}", flush=True)
+    printer.good(f"meta-training: {steps} episodes in {report['train_seconds']:.0f} s "
+                 f"(+ {features_seconds:.0f} s features); best validation score {best[0]:.3f}")
     return nlp, report
+
+
+def _with_total_steps(block: dict, steps: int) -> dict:
+    """The optimizer block with every schedule's `total_steps = 0` set to the run's number of steps."""
+    if isinstance(block, dict):
+        return {k: steps if k == "total_steps" and v == 0 else _with_total_steps(v, steps) for k, v in block.items()}
+    return block
 
 
 def in_language_files(data_dir: Optional[Path] = None, min_sentences: int = 100,
@@ -232,19 +236,19 @@ def specialise(nlp: Language, data_dir: Optional[Path] = None, min_sentences: in
     from .scoring import conll18_scores
 
     pipe = nlp.get_pipe("concept_align")
-    net, encoder = pipe.net, pipe.encoder
+    decoder, encoder = pipe.decoder, pipe.encoder
     report = pipe.cfg.setdefault("meta", {}).setdefault("in_language", {})
     for lang, (pool, test) in in_language_files(data_dir, min_sentences, only).items():
         features = extract_features(pool.path, encoder, progress=progress)
         forms = [word for sentence in read_conllu(pool.path) for word in sentence.words]
         start = time.perf_counter()
-        adapt_language(net, features, lang, settings, forms)
+        adapt_language(decoder, features, lang, settings, forms)
         entry = {"treebank": pool.treebank, "split": pool.split, "sentences": len(features),
                  "words": features.n_words, "seconds": round(time.perf_counter() - start, 1)}
         if test is not None:
             gold = extract_features(test.path, encoder, progress=progress)
             test_forms = [word for sentence in read_conllu(test.path) for word in sentence.words]
-            for key, predicted in (("test", net.predict(gold, lang, test_forms)), ("test_zero_shot_path", net.predict(gold))):
+            for key, predicted in (("test", decoder.predict(gold, lang, test_forms)), ("test_zero_shot_path", decoder.predict(gold))):
                 scores = conll18_scores(gold, *predicted)
                 entry[key] = {"upos": round(scores.upos, 2), "uas": round(scores.uas, 2), "las": round(scores.las, 2)}
         report[lang] = entry

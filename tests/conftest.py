@@ -35,7 +35,7 @@ def tiny_pipeline_dir(tiny_bert_dir, tmp_path_factory):
     from spacy_concept_align.corpus import find_treebank, read_docs, unannotated
 
     nlp = spacy.blank("xx")
-    nlp.add_pipe("concept_align", config={"init_weights": None, "min_count": 1, "model": {
+    nlp.add_pipe("concept_align", config={"min_count": 1, "model": {
         "encoder": {"name": str(tiny_bert_dir), "layer": 2}}})
     gold = read_docs(find_treebank("en_ewt", "dev").path, nlp.vocab, limit=20)
     nlp.initialize(lambda: [Example(unannotated(d), d) for d in gold])

@@ -8,8 +8,8 @@ from spacy.training import Example
 from spacy_concept_align.adapt import AdaptSettings, adapt_language
 from spacy_concept_align.corpus import find_treebank, read_docs, unannotated
 from spacy_concept_align.encoders import FrozenEncoder
-from spacy_concept_align.features import extract_features
-from spacy_concept_align.model import ConceptParser
+from spacy_concept_align.feature_cache import extract_features
+from spacy_concept_align.decoder import ConceptDecoder
 
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -19,69 +19,69 @@ pytestmark = pytest.mark.usefixtures("isolated_cache")
 def setup(tiny_bert_dir):
     encoder = FrozenEncoder(str(tiny_bert_dir), 2)
     torch.manual_seed(0)
-    net = ConceptParser(32, pos_hidden=32, pos_dim=8, rel_hidden=32, rel_dim=8, arc_hidden=32, dropout=0.0)
-    net.set_prototypes(extract_features(find_treebank("en", "dev").path, encoder, max_sentences=60, progress=False))
+    decoder = ConceptDecoder(32, pos_hidden=32, pos_dim=8, rel_hidden=32, rel_dim=8, arc_hidden=32, dropout=0.0)
+    decoder.set_prototypes(extract_features(find_treebank("en", "dev").path, encoder, max_sentences=60, progress=False))
     wolof = extract_features(find_treebank("wo", "train").path, encoder, max_sentences=60, progress=False)
-    return net, wolof
+    return decoder, wolof
 
 
-def state(net):
-    return {k: v.clone() for k, v in net.state_dict().items()}
+def state(decoder):
+    return {k: v.clone() for k, v in decoder.state_dict().items()}
 
 
 def test_adaptation_fits_the_support_and_touches_only_its_language(setup):
-    net, wolof = setup
+    decoder, wolof = setup
     support = wolof.select(range(20))
-    before_upos = net.predict(support)[0]
-    shared = state(net)
-    report = adapt_language(net, support, "wo", AdaptSettings(steps=150))
+    before_upos = decoder.predict(support)[0]
+    shared = state(decoder)
+    report = adapt_language(decoder, support, "wo", AdaptSettings(steps=150))
     assert {"pos_loss", "rel_loss", "arc_loss", "seconds"} <= set(report)
-    assert "wo" in net.languages and "wo" in net.language_arcs
-    after = state(net)
+    assert "wo" in decoder.languages and "wo" in decoder.language_arcs
+    after = state(decoder)
     assert all(torch.equal(shared[k], after[k]) for k in shared)  # the shared parts are frozen
-    adapted_upos = net.predict(support, "wo")[0]
+    adapted_upos = decoder.predict(support, "wo")[0]
     assert np.mean(adapted_upos == support.upos) > np.mean(before_upos == support.upos)
-    assert np.array_equal(net.predict(support)[0], before_upos)  # no language = the zero-shot path, unchanged
+    assert np.array_equal(decoder.predict(support)[0], before_upos)  # no language = the zero-shot path, unchanged
 
 
 def test_prototype_refinement_and_arc_adaptation_are_settings(setup):
-    net, wolof = setup
-    adapt_language(net, wolof.select(range(10)), "wo", AdaptSettings(refine_prototypes=False, adapt_arcs=False))
-    assert torch.count_nonzero(net.pos.adaptors["wo"].prototype_shift) == 0 and "wo" not in net.language_arcs
-    adapt_language(net, wolof.select(range(10)), "wo", AdaptSettings())
-    assert torch.count_nonzero(net.pos.adaptors["wo"].prototype_shift) > 0 and "wo" in net.language_arcs
+    decoder, wolof = setup
+    adapt_language(decoder, wolof.select(range(10)), "wo", AdaptSettings(refine_prototypes=False, adapt_arcs=False))
+    assert torch.count_nonzero(decoder.pos.adaptors["wo"].prototype_shift) == 0 and "wo" not in decoder.language_arcs
+    adapt_language(decoder, wolof.select(range(10)), "wo", AdaptSettings())
+    assert torch.count_nonzero(decoder.pos.adaptors["wo"].prototype_shift) > 0 and "wo" in decoder.language_arcs
 
 
 def test_original_linear_adaptor_leaves_the_output_layer(setup):
-    net, wolof = setup
-    adapt_language(net, wolof.select(range(10)), "wo", AdaptSettings(train="linear", refine_prototypes=False))
-    adaptor = net.pos.adaptors["wo"]
-    assert torch.equal(adaptor.outer.weight, net.pos.phi.outer.weight)
+    decoder, wolof = setup
+    adapt_language(decoder, wolof.select(range(10)), "wo", AdaptSettings(train="linear", refine_prototypes=False))
+    adaptor = decoder.pos.adaptors["wo"]
+    assert torch.equal(adaptor.outer.weight, decoder.pos.phi.outer.weight)
     assert not torch.equal(adaptor.linear.weight, torch.eye(adaptor.linear.weight.shape[0]))
     with pytest.raises(ValueError, match="outer"):
-        adapt_language(net, wolof.select(range(10)), "wo", AdaptSettings(train="everything"))
+        adapt_language(decoder, wolof.select(range(10)), "wo", AdaptSettings(train="everything"))
 
 
 def test_unlabelled_support_fails_and_changes_nothing(setup):
-    net, wolof = setup
-    before = state(net)
+    decoder, wolof = setup
+    before = state(decoder)
     unlabelled = wolof.select(range(5))
     unlabelled.upos[:] = -1
     unlabelled.heads[:] = -1
     with pytest.raises(ValueError, match="annotated"):
-        adapt_language(net, unlabelled, "wo")
-    assert state(net).keys() == before.keys()
+        adapt_language(decoder, unlabelled, "wo")
+    assert state(decoder).keys() == before.keys()
 
 
 def test_few_sentences_warn(setup, caplog):
-    net, wolof = setup
-    adapt_language(net, wolof.select(range(2)), "wo")
+    decoder, wolof = setup
+    adapt_language(decoder, wolof.select(range(2)), "wo")
     assert "only 2 sentence" in caplog.text
 
 
 def test_pipe_adapt_saves_with_the_pipeline(tiny_bert_dir, tmp_path):
     nlp = spacy.blank("xx")
-    pipe = nlp.add_pipe("concept_align", config={"init_weights": None, "min_count": 1, "model": {
+    pipe = nlp.add_pipe("concept_align", config={"min_count": 1, "model": {
         "encoder": {"name": str(tiny_bert_dir), "layer": 2}, "dropout": 0.0}})
     gold = read_docs(find_treebank("en", "dev").path, nlp.vocab, limit=20)
     nlp.initialize(lambda: [Example(unannotated(d), d) for d in gold])
@@ -100,7 +100,7 @@ def test_pipe_adapt_saves_with_the_pipeline(tiny_bert_dir, tmp_path):
 
 def test_pipe_adapt_rejects_non_ud_labels(tiny_bert_dir):
     nlp = spacy.blank("xx")
-    pipe = nlp.add_pipe("concept_align", config={"init_weights": None, "min_count": 1, "model": {
+    pipe = nlp.add_pipe("concept_align", config={"min_count": 1, "model": {
         "encoder": {"name": str(tiny_bert_dir), "layer": 2}}})
     gold = read_docs(find_treebank("en", "dev").path, nlp.vocab, limit=10)
     nlp.initialize(lambda: [Example(unannotated(d), d) for d in gold])
@@ -114,18 +114,18 @@ def test_pipe_adapt_rejects_non_ud_labels(tiny_bert_dir):
 
 
 def test_a_whole_treebank_trains_the_languages_own_phi_and_contextual_arcs(setup):
-    net, wolof = setup
+    decoder, wolof = setup
     support = wolof.select(range(60))
-    shared = state(net)
-    before = net.predict(support)
+    shared = state(decoder)
+    before = decoder.predict(support)
     settings = AdaptSettings(whole_treebank=50, epochs=3, arc_epochs=2)
     assert settings.mode(len(support)) == "phi" and AdaptSettings().mode(20) == "outer"
-    adapt_language(net, support, "wo", settings)
-    assert net.pos.adaptors["wo"].inner is not None and net.rel.adaptors["wo"].inner is not None
-    assert net.language_arcs["wo"].context is not None and net.arcs.context is None
-    assert all(torch.equal(shared[k], v) for k, v in state(net).items() if k in shared)  # shared parts frozen
-    assert np.mean(net.predict(support, "wo")[0] == support.upos) > np.mean(before[0] == support.upos)
-    assert all(np.array_equal(a, b) for a, b in zip(net.predict(support), before))  # zero-shot path unchanged
+    adapt_language(decoder, support, "wo", settings)
+    assert decoder.pos.adaptors["wo"].inner is not None and decoder.rel.adaptors["wo"].inner is not None
+    assert decoder.language_arcs["wo"].context is not None and decoder.arcs.context is None
+    assert all(torch.equal(shared[k], v) for k, v in state(decoder).items() if k in shared)  # shared parts frozen
+    assert np.mean(decoder.predict(support, "wo")[0] == support.upos) > np.mean(before[0] == support.upos)
+    assert all(np.array_equal(a, b) for a, b in zip(decoder.predict(support), before))  # zero-shot path unchanged
     with pytest.raises(ValueError, match="must be"):
         AdaptSettings(train="everything").mode(10)
 
@@ -133,18 +133,18 @@ def test_a_whole_treebank_trains_the_languages_own_phi_and_contextual_arcs(setup
 def test_priors_from_the_support_words_decide_words_seen_there(setup, ud_file):
     from spacy_concept_align.corpus import read_conllu
 
-    net, wolof = setup
+    decoder, wolof = setup
     support = wolof.select(range(40))
     forms = [w for s in read_conllu(ud_file("wo_wtb", "train"))[:40] for w in s.words]
-    adapt_language(net, support, "wo", AdaptSettings(steps=5, adapt_arcs=False, priors=False), forms)
-    without = net.predict(support, "wo", forms)[0]
-    adapt_language(net, support, "wo", AdaptSettings(steps=5, adapt_arcs=False), forms)
-    assert "wo" in net.priors
-    with_priors = net.predict(support, "wo", forms)[0]
+    adapt_language(decoder, support, "wo", AdaptSettings(steps=5, adapt_arcs=False, priors=False), forms)
+    without = decoder.predict(support, "wo", forms)[0]
+    adapt_language(decoder, support, "wo", AdaptSettings(steps=5, adapt_arcs=False), forms)
+    assert "wo" in decoder.priors
+    with_priors = decoder.predict(support, "wo", forms)[0]
     assert np.mean(with_priors == support.upos) > np.mean(without == support.upos)
-    assert np.array_equal(net.predict(support, "wo")[0], without)  # no forms given: no priors used
+    assert np.array_equal(decoder.predict(support, "wo")[0], without)  # no forms given: no priors used
     with pytest.raises(ValueError, match="word forms"):
-        adapt_language(net, support, "wo", AdaptSettings(steps=1), forms[:-1])
+        adapt_language(decoder, support, "wo", AdaptSettings(steps=1), forms[:-1])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -153,21 +153,21 @@ def test_priors_from_the_support_words_decide_words_seen_there(setup, ud_file):
 def test_unlabeled_text_moves_only_its_languages_prototypes(setup):
     from spacy_concept_align.adapt import UnlabeledSettings, adapt_unlabeled
 
-    net, wolof = setup
-    shared, zero_shot = state(net), net.predict(wolof)
-    whole = adapt_unlabeled(net, wolof, "wo", UnlabeledSettings(confidence=0.0))
-    expected = net.pos.adaptors["wo"].prototype_shift.clone()
+    decoder, wolof = setup
+    shared, zero_shot = state(decoder), decoder.predict(wolof)
+    whole = adapt_unlabeled(decoder, wolof, "wo", UnlabeledSettings(confidence=0.0))
+    expected = decoder.pos.adaptors["wo"].prototype_shift.clone()
     assert 0 < whole["pos_confident"] <= 1 and whole["words"] == wolof.n_words
-    assert all(torch.equal(shared[k], v) for k, v in state(net).items() if k in shared)
-    assert torch.count_nonzero(expected) > 0 and torch.count_nonzero(net.rel.adaptors["wo"].prototype_shift) > 0
-    for got, want in zip(net.predict(wolof), zero_shot):  # the zero-shot path is untouched
+    assert all(torch.equal(shared[k], v) for k, v in state(decoder).items() if k in shared)
+    assert torch.count_nonzero(expected) > 0 and torch.count_nonzero(decoder.rel.adaptors["wo"].prototype_shift) > 0
+    for got, want in zip(decoder.predict(wolof), zero_shot):  # the zero-shot path is untouched
         assert np.array_equal(got, want)
     # in chunks: the same class sums, so the same prototypes (every word assigned by the model as it was)
-    for aligner in (net.pos, net.rel):
+    for aligner in (decoder.pos, decoder.rel):
         del aligner.adaptors["wo"]
-    adapt_unlabeled(net, [wolof.select(range(0, 30)), wolof.select(range(30, 60))], "wo",
+    adapt_unlabeled(decoder, [wolof.select(range(0, 30)), wolof.select(range(30, 60))], "wo",
                     UnlabeledSettings(confidence=0.0))
-    torch.testing.assert_close(net.pos.adaptors["wo"].prototype_shift, expected)
+    torch.testing.assert_close(decoder.pos.adaptors["wo"].prototype_shift, expected)
     with pytest.raises(ValueError, match="at least one word"):
-        adapt_unlabeled(net, [], "xx")
-    assert "xx" not in net.languages
+        adapt_unlabeled(decoder, [], "xx")
+    assert "xx" not in decoder.languages

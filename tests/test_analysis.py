@@ -187,7 +187,7 @@ def test_language_prototypes_transform():
         linear.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]))
         linear.bias.copy_(torch.tensor([0.0, 0.0, 1.0]))
     linear.train()
-    means, _ = language_prototypes(tiny_features(), "rel", transform=linear)  # a torch module, like net.rel.phi
+    means, _ = language_prototypes(tiny_features(), "rel", transform=linear)  # a torch module, like decoder.rel.phi
     np.testing.assert_allclose(means[DEPREL_ID["root"]], [14.5, 14, 29.5])
     assert linear.training  # the module's mode is restored
     # pooling two sets = prototypes of their union (every example weighs the same)
@@ -268,17 +268,17 @@ def test_study_tiny_gpt2_with_pipeline_and_eval(tiny_gpt2_dir, tmp_path, monkeyp
     """Decoder-only encoder; a (randomly initialised) pipeline adds "after"; an eval results.json adds correlations."""
     import spacy
 
-    import spacy_concept_align.pipeline  # noqa: F401  (registers the factory)
-    from spacy_concept_align.features import extract_features
+    import spacy_concept_align.component  # noqa: F401  (registers the factory)
+    from spacy_concept_align.feature_cache import extract_features
 
     monkeypatch.setenv("SPACY_CONCEPT_ALIGN_CACHE", str(tmp_path / "cache"))
     nlp = spacy.blank("xx")
     encoder_cfg = {"@architectures": "spacy-concept-align.FrozenEncoder.v1", "name": str(tiny_gpt2_dir), "layer": 2,
                    "pooling": "last"}
-    pipe = nlp.add_pipe("concept_align", config={"init_weights": None, "model": {
+    pipe = nlp.add_pipe("concept_align", config={"model": {
         "@architectures": "spacy-concept-align.ConceptAligner.v1", "pos_hidden": 16, "pos_dim": 8, "rel_hidden": 16,
         "rel_dim": 8, "arc_hidden": 16, "encoder": encoder_cfg}})
-    pipe.net.set_prototypes(extract_features(resolve_file("en", ("train", "dev", "test")).path, pipe.encoder,
+    pipe.decoder.set_prototypes(extract_features(resolve_file("en", ("train", "dev", "test")).path, pipe.encoder,
                                              max_sentences=20, progress=False), min_count=3)
     rows = [{"treebank": "wo_wtb", "lang": "wo", "concept_align (zero-shot)": {"upos": 40.0, "uas": 30.0, "las": 20.0}},
             {"treebank": "cy_ccg", "lang": "cy", "concept_align (zero-shot)": {"upos": 60.0, "uas": 50.0, "las": 30.0}},

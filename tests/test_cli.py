@@ -103,7 +103,7 @@ def test_specialise_and_languages(tiny_pipeline_dir, small_ud_dir, tmp_path, iso
     assert pipe.languages == ["wo"]  # Welsh has too few sentences: zero-shot
     entry = pipe.cfg["meta"]["in_language"]["wo"]
     assert (entry["split"], entry["sentences"]) == ("train", 120) and set(entry["test"]) == {"upos", "uas", "las"}
-    assert "wo" in pipe.net.priors and pipe.net.language_arcs["wo"].context is not None
+    assert "wo" in pipe.decoder.priors and pipe.decoder.language_arcs["wo"].context is not None
     listing = runner.invoke(app, ["languages", str(out)])
     assert listing.exit_code == 0, listing.output
     assert "wo_wtb" in listing.output and "train 120 sents" in listing.output and "cy" not in listing.output.split("\n")[1]

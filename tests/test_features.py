@@ -6,7 +6,8 @@ import pytest
 
 from spacy_concept_align.corpus import read_conllu
 from spacy_concept_align.encoders import FrozenEncoder
-from spacy_concept_align.features import FeatureSet, extract_features
+from spacy_concept_align.feature_cache import extract_features
+from spacy_concept_align.features import FeatureSet
 from spacy_concept_align.labels import DEPREL_ID, UPOS_ID
 from spacy_concept_align.paths import CACHE_ENV
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _config(tiny_dir, **extra):
-    cfg = {"init_weights": None, "min_count": 1, "model": {"encoder": {"name": str(tiny_dir), "layer": 2}, "dropout": 0.0}}
+    cfg = {"min_count": 1, "model": {"encoder": {"name": str(tiny_dir), "layer": 2}, "dropout": 0.0}}
     cfg.update(extra)
     return cfg
 
@@ -127,12 +127,25 @@ def test_save_encoder_writes_it_and_loading_reads_it(trained, tmp_path):
     assert not encoder_dir.exists()
 
 
-def test_default_weights_are_read_on_first_use_not_at_construction(tiny_bert_dir, trained, tmp_path):
+def test_weights_come_through_initialize_config_not_the_factory(tiny_bert_dir, trained, tmp_path):
     trained[0].get_pipe("concept_align").to_disk(tmp_path / "component")
-    nlp = _blank(tiny_bert_dir, init_weights=str(tmp_path / "component"))
+    nlp = _blank(tiny_bert_dir)
+    assert not nlp.get_pipe("concept_align").is_initialized  # the factory reads nothing
+    nlp.config["initialize"]["components"]["concept_align"] = {"weights": str(tmp_path / "component")}
+    nlp.initialize()
+    assert _predictions(nlp.pipe(TEXTS)) == _predictions(trained[0].pipe(TEXTS))
+
+
+def test_initialize_from_examples_starts_fresh(trained, tiny_bert_dir, train_examples):
+    nlp = _clone(trained[0], tiny_bert_dir)
     pipe = nlp.get_pipe("concept_align")
-    assert pipe.pending_weights == tmp_path / "component"
-    assert pipe.is_initialized and pipe.pending_weights is None
+    pipe.decoder.add_language("wo")
+    before = {k: v.clone() for k, v in pipe.decoder.state_dict().items()}
+    nlp.initialize(lambda: train_examples)
+    after = pipe.decoder.state_dict()
+    assert pipe.decoder.languages == [] and not any(k.startswith("pos.adaptors") for k in after)
+    assert not torch.equal(before["arcs.dep_mlp.0.weight"], after["arcs.dep_mlp.0.weight"])  # new random start
+    assert torch.equal(before["pos.source_means"], after["pos.source_means"])  # the same examples' class means
 
 
 def test_to_bytes_and_from_bytes(trained, tiny_bert_dir):
@@ -166,7 +179,7 @@ def test_reload_in_a_new_process(trained, tmp_path):
 def test_initialized_weights_come_back_exactly(trained, tiny_bert_dir):
     pipe = trained[0].get_pipe("concept_align")
     clone = _clone(trained[0], tiny_bert_dir).get_pipe("concept_align")
-    original, copied = pipe.net.state_dict(), clone.net.state_dict()
+    original, copied = pipe.decoder.state_dict(), clone.decoder.state_dict()
     assert original.keys() == copied.keys()
     for key in original:
         assert torch.equal(original[key], copied[key]), key
@@ -205,20 +218,16 @@ def test_initialize_with_examples_lacking_annotation(tiny_bert_dir, train_exampl
 
 def test_predict_before_initialize(tiny_bert_dir):
     nlp = _blank(tiny_bert_dir)
-    with pytest.raises(ValueError, match="no prototypes yet"):
+    # nothing loaded or initialised: the first use reaches for the shipped default, made for another encoder
+    with pytest.raises(ValueError, match="384-d vectors \\(now 32-d\\)"):
         nlp("The cat sat.")
 
 
-def test_missing_weights_path_warns_and_stays_untrained(tiny_bert_dir, tmp_path, caplog):
-    nlp = _blank(tiny_bert_dir, init_weights=str(tmp_path / "nothing"))
+def test_missing_weights_path_is_a_clear_error(tiny_bert_dir, tmp_path):
+    nlp = _blank(tiny_bert_dir)
+    with pytest.raises(ValueError, match="not a saved concept_align component"):
+        nlp.get_pipe("concept_align").initialize(weights=str(tmp_path / "nothing"))
     assert not nlp.get_pipe("concept_align").is_initialized
-    assert "no trained weights" in caplog.text
-
-
-def test_init_weights_from_a_saved_component(trained, tiny_bert_dir, tmp_path):
-    trained[0].get_pipe("concept_align").to_disk(tmp_path / "component")
-    nlp = _blank(tiny_bert_dir, init_weights=str(tmp_path / "component"))
-    assert _predictions(nlp.pipe(TEXTS)) == _predictions(trained[0].pipe(TEXTS))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -307,8 +316,8 @@ def test_confidence_per_word_and_per_doc(trained):
     words = [v for v in values if v is not None]
     assert len(words) == 7 and all(0 < v <= 1 for v in words) and len(set(words)) > 1
     assert doc._.concept_confidence == pytest.approx(sum(words) / 7)
-    net = trained[0].get_pipe("concept_align").net
-    assert net.confidence_temperatures == (1.5, 1.15)  # the config's, fitted on the validation languages
+    decoder = trained[0].get_pipe("concept_align").decoder
+    assert decoder.confidence_temperatures == (1.5, 1.15)  # the config's, fitted on the validation languages
 
 
 def test_empty_and_one_token_docs(trained):
@@ -387,10 +396,10 @@ def with_wolof(trained, tiny_bert_dir):
     """A clone whose component has a (perturbed, so it matters) Wolof adaptor."""
     nlp = _clone(trained[0], tiny_bert_dir)
     pipe = nlp.get_pipe("concept_align")
-    pipe.net.add_language("wo")
+    pipe.decoder.add_language("wo")
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        for aligner in (pipe.net.pos, pipe.net.rel):
+        for aligner in (pipe.decoder.pos, pipe.decoder.rel):
             for param in aligner.adaptors["wo"].parameters():
                 param.add_(torch.randn(param.shape, generator=generator) * 2)
     return nlp
@@ -434,9 +443,9 @@ def test_the_pipelines_own_language_is_the_last_fallback(trained, tiny_bert_dir,
     with caplog.at_level("WARNING"):
         assert _predictions([english(text) for text in TEXTS]) == zero_shot  # no "en" adaptor: zero-shot, no warning
     assert "no adaptor" not in caplog.text
-    pipe.net.add_language("en")
+    pipe.decoder.add_language("en")
     with torch.no_grad():
-        for param in pipe.net.pos.adaptors["en"].parameters():
+        for param in pipe.decoder.pos.adaptors["en"].parameters():
             param.add_(torch.randn(param.shape, generator=torch.Generator().manual_seed(0)) * 2)
     assert _predictions([english(text) for text in TEXTS]) != zero_shot  # spacy.blank("en") picks the "en" adaptor
     multilingual = _blank(tiny_bert_dir, nlp_lang="xx")

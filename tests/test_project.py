@@ -69,7 +69,7 @@ def test_project_workflow_in_miniature(tmp_path, offline_encoder_dir):
     Path(site, "host.pth").write_text("\n".join(here + [str(ROOT)]) + "\n")
     subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheels[0])], check=True)
     code = ("import spacy, json; nlp = spacy.load('xx_concept_align_mini'); doc = nlp('Dem go come house .');"
-            "assert 'mr' in nlp.get_pipe('concept_align').net.priors;"
+            "assert 'mr' in nlp.get_pipe('concept_align').decoder.priors;"
             "print(json.dumps([(t.pos_, t.dep_) for t in doc]))")
     out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1"))

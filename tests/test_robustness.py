@@ -19,7 +19,7 @@ from spacy_concept_align.cli import app
 from spacy_concept_align.chars import is_blank
 from spacy_concept_align.corpus import doc_to_conllu, find_treebank, read_conllu, read_docs, sentences_to_doc, unannotated
 from spacy_concept_align.labels import DEPRELS, UPOS
-from spacy_concept_align.pipeline import LONGEST_TREE
+from spacy_concept_align.component import LONGEST_TREE
 from spacy_concept_align.validate import validate_conllu
 
 runner = CliRunner()
@@ -162,7 +162,7 @@ def test_adaptation_is_deterministic(offline_encoder_dir):
         fresh = spacy.blank("xx")
         pipe = fresh.add_pipe("concept_align")
         pipe.adapt(support, lang="wo", steps=10, arc_steps=5)
-        states.append(pipe.net.state_dict())
+        states.append(pipe.decoder.state_dict())
     assert states[0].keys() == states[1].keys()
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
 
@@ -176,12 +176,12 @@ def adapt_support(nlp):
 
 
 def _snapshot(pipe):
-    return {k: v.clone() for k, v in pipe.net.state_dict().items()}, list(pipe.languages)
+    return {k: v.clone() for k, v in pipe.decoder.state_dict().items()}, list(pipe.languages)
 
 
 def _unchanged(pipe, before):
     state, languages = before
-    now = pipe.net.state_dict()
+    now = pipe.decoder.state_dict()
     return now.keys() == state.keys() and all(torch.equal(now[k], state[k]) for k in state) and \
         pipe.languages == languages
 
@@ -276,7 +276,7 @@ def test_planted_pickle_is_never_executed(copy_of, tmp_path, tiny_bert_dir):
         (component / name).write_bytes(payload)
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         spacy.load(copy_of)
-    pipe = spacy.blank("xx").add_pipe("concept_align", config={"init_weights": None, "model": {
+    pipe = spacy.blank("xx").add_pipe("concept_align", config={"model": {
         "encoder": {"name": str(tiny_bert_dir), "layer": 2}}})
     with pytest.raises(ValueError, match="not a serialized concept_align component"):
         pipe.from_bytes(payload)

@@ -6,9 +6,11 @@ from confection import Config
 
 from spacy_concept_align.corpus import find_treebank
 from spacy_concept_align.encoders import FrozenEncoder
-from spacy_concept_align.features import extract_features
-from spacy_concept_align.model import ConceptParser
-from spacy_concept_align.training import EpisodeSampler, EpisodeSettings, episode_loss, meta_train, pool_file
+from spacy_concept_align.feature_cache import extract_features
+from spacy_concept_align.decoder import ConceptDecoder
+from spacy_concept_align.architecture import concept_decoder
+from spacy_concept_align.decoder import concept_loss
+from spacy_concept_align.training import EpisodeSampler, EpisodeSettings, episode_scores, meta_train, one_cycle, pool_file
 
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -46,13 +48,33 @@ def test_episodes_are_monolingual_and_sized(pools, disjoint):
 
 
 def test_support_loss_is_added_only_when_asked(pools):
-    net = ConceptParser(32, pos_hidden=16, pos_dim=8, rel_hidden=16, rel_dim=8, arc_hidden=16, dropout=0.0)
-    net.set_prototypes(pools["en"])
+    layer = concept_decoder(dict(width=32, pos_hidden=16, pos_dim=8, rel_hidden=16, rel_dim=8, arc_hidden=16,
+                                 dropout=0.0))
+    layer.layers[0].shims[0]._model.set_prototypes(pools["en"])
     support, query = EpisodeSampler(pools, EpisodeSettings(5, 10)).sample("de")
-    assert set(episode_loss(net, support, query, 0.0, 5.0)) == {"pos", "rel", "arc"}
-    losses = episode_loss(net, support, query, 1.0, 5.0)
-    assert set(losses) == {"pos", "rel", "arc", "pos_support", "rel_support"}
-    assert all(torch.isfinite(v) for v in losses.values())
+    scores, _ = episode_scores(layer, support, query, 0.0, 5.0)
+    assert set(scores) == {"pos", "rel", "arc"}
+    without, _ = concept_loss(scores)
+    scores, backprop = episode_scores(layer, support, query, 1.0, 5.0)
+    assert set(scores) == {"pos", "rel", "arc", "pos_support", "rel_support"}
+    loss, d_scores = concept_loss(scores)
+    assert np.isfinite(loss) and loss > without
+    backprop(d_scores)  # gradients reach the decoder's parameters
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.layers[0].shims[0]._model.pos.phi.parameters())
+
+
+def test_one_cycle_schedule_matches_torch():
+    total, peak = 40, 1e-3
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.AdamW(params, lr=peak)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak, total_steps=total, pct_start=0.05)
+    expected = []
+    for _ in range(total):
+        expected.append((optimizer.param_groups[0]["lr"], optimizer.param_groups[0]["betas"][0]))
+        optimizer.step(), schedule.step()
+    rates = one_cycle(peak / 25, peak, peak / 25 / 1e4, total)
+    betas = one_cycle(0.95, 0.85, 0.95, total)
+    assert np.allclose([(next(rates), next(betas)) for _ in range(total)], expected, rtol=1e-6, atol=1e-12)
 
 
 def mini_config(tiny_dir, **training) -> Config:
@@ -83,5 +105,5 @@ def test_original_method_is_reachable(tiny_bert_dir):
     cfg = mini_config(tiny_bert_dir, support_loss_weight=0.0, disjoint_queries=False)
     cfg["model"]["token_dropout"] = True
     nlp, report = meta_train(cfg, progress=False)
-    net = nlp.get_pipe("concept_align").net
-    assert isinstance(net.pos.phi.dropout, TokenDropout) and len(report["history"]) == 3
+    decoder = nlp.get_pipe("concept_align").decoder
+    assert isinstance(decoder.pos.phi.dropout, TokenDropout) and len(report["history"]) == 3

@@ -15,8 +15,8 @@ The choices made here:
   rotation/reflection + scale fitted): 0 = alignable perfectly, 1 = not at all. A narrower matrix (another model) is
   padded with zero columns.
 - "Before" is the raw encoder space; "after" runs both the language's and the source's vectors through a trained
-  pipeline's shared aligner body Phi (zero-shot: no language adaptor) before taking class means. "after vs learned
-  prototypes" compares the language's Phi-space means with the prototypes the pipeline actually classifies against
+  pipeline's shared aligner body SharedProjection (zero-shot: no language adaptor) before taking class means. "after vs learned
+  prototypes" compares the language's SharedProjection-space means with the prototypes the pipeline actually classifies against
   (the prototype map applied to the source means).
 - Files: a studied language reads its test split if it has one, else dev, else train (most low-resource languages have
   only test; this is also the split evaluation scores); the source languages read the file the meta-trainer takes
@@ -35,7 +35,8 @@ import torch
 
 from ..corpus import TreebankFile, list_treebanks
 from ..encoders import FrozenEncoder
-from ..features import FeatureSet, extract_features
+from ..features import FeatureSet
+from ..feature_cache import extract_features
 from ..labels import DEPRELS, UPOS
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def task_vectors(features: FeatureSet, task: str) -> Tuple[np.ndarray, np.ndarra
 def apply_transform(transform: Optional[Callable], vectors: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """`transform` applied to [N, d] float32 vectors, in chunks.
 
-    A torch module (e.g. a pipeline's `net.pos.phi`) gets torch tensors and runs in eval mode under no_grad (its
+    A torch module (e.g. a pipeline's `decoder.pos.phi`) gets torch tensors and runs in eval mode under no_grad (its
     mode is restored afterwards); any other callable gets numpy arrays. Returns float32 numpy.
     """
     vectors = np.asarray(vectors, np.float32)
@@ -118,7 +119,7 @@ def language_prototypes(features: FeatureSet, task: str, min_count: int = 1,
                         transform: Optional[Callable] = None) -> Prototypes:
     """Class means of a language's vectors: UPOS classes of word vectors ("pos") or universal relations of relation
     vectors h(head) - h(dependent) on gold heads ("rel"), optionally after `transform` (e.g. a trained aligner's
-    `net.pos.phi` / `net.rel.phi`; see `apply_transform`).
+    `decoder.pos.phi` / `decoder.rel.phi`; see `apply_transform`).
 
     RETURNS (Tuple[np.ndarray, np.ndarray]): means (C x d, float32; rows of classes with fewer than `min_count`
         examples are NaN, so they cannot be used by accident) and counts (C, the number of examples of each class).
@@ -389,10 +390,10 @@ def _after_aligner(pipe, per_language, target_files, source_files, max_sentences
     from tqdm import tqdm
 
     encoder: FrozenEncoder = pipe.encoder
-    net = pipe.net
+    decoder = pipe.decoder
     src = [extract_features(tb.path, encoder, max_sentences=max_sentences, progress=False)
            for tb in source_files.values()]
-    aligners = {"pos": net.pos, "rel": net.rel}
+    aligners = {"pos": decoder.pos, "rel": decoder.rel}
     with torch.no_grad():
         learned = {task: aligners[task].prototypes().detach().float().cpu().numpy() for task in TASKS}
     valid = {task: aligners[task].valid.cpu().numpy() for task in TASKS}
@@ -517,7 +518,7 @@ def markdown_report(result: dict) -> str:
             cells += [_fmt(pa.get("rsa")), _fmt(pa.get("procrustes")), _fmt(ra.get("rsa")), _fmt(ra.get("procrustes"))]
         lines.append("| " + " | ".join(cells) + " |")
     if has_after:
-        lines += ["", "\"After\" = both spaces through the pipeline's Phi (pipeline encoder "
+        lines += ["", "\"After\" = both spaces through the pipeline's SharedProjection (pipeline encoder "
                       f"{result['pipeline_encoder']}); `after_vs_learned_prototypes` in the JSON compares with the "
                       "prototypes the pipeline classifies against."]
     lines += ["", "## Layer curve (mean over " + ", ".join(result["targets_in_means"]) + ")", "",

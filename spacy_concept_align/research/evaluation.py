@@ -1,7 +1,7 @@
 """Zero-shot evaluation: CoNLL 2018 scores per language, beside same-encoder baselines and literature anchors.
 
 Gold tokenization and sentences; every word counts (punctuation included); relations are the 37 universal ones.
-Predictions come from the same ConceptParser.predict that the pipe calls, on cached features.
+Predictions come from the same ConceptDecoder.predict that the pipe calls, on cached features.
 """
 import json
 import logging
@@ -17,9 +17,10 @@ from spacy.tokens import Doc
 
 from ..consistency import violations
 from ..corpus import TreebankFile, UDSentence, list_treebanks
-from ..features import FeatureSet, extract_features
+from ..features import FeatureSet
+from ..feature_cache import extract_features
 from ..labels import DEPREL_ID, DEPRELS, ROOT_ID, UPOS, UPOS_ID, universal_deprel
-from ..model import ConceptParser, tensor
+from ..decoder import ConceptDecoder, tensor
 from ..scoring import Scores, conll18_scores
 
 logger = logging.getLogger(__name__)
@@ -47,17 +48,17 @@ class NearestMeans:
 
     name = "prototypes only"
 
-    def __init__(self, net: ConceptParser):
-        self.net = net
+    def __init__(self, decoder: ConceptDecoder):
+        self.decoder = decoder
 
     def labels(self, aligner, vectors: np.ndarray) -> np.ndarray:
         distances = torch.cdist(tensor(vectors), aligner.source_means)
         return distances.masked_fill(~aligner.valid, float("inf")).argmin(-1).numpy()
 
     def predict(self, features: FeatureSet):
-        heads = self.net.predict_heads(features)
-        return self.labels(self.net.pos, features.words), heads, relabel_root(
-            self.labels(self.net.rel, features.relation_vectors(heads)), heads)
+        heads = self.decoder.predict_heads(features)
+        return self.labels(self.decoder.pos, features.words), heads, relabel_root(
+            self.labels(self.decoder.rel, features.relation_vectors(heads)), heads)
 
 
 class LinearProbe:
@@ -65,13 +66,13 @@ class LinearProbe:
 
     name = "linear probe (pooled sources)"
 
-    def __init__(self, net: ConceptParser, train: FeatureSet, weight_decay: float = 1e-3, steps: int = 300):
-        self.net = net
+    def __init__(self, decoder: ConceptDecoder, train: FeatureSet, weight_decay: float = 1e-3, steps: int = 300):
+        self.decoder = decoder
         self.pos = fit_linear(train.words, train.upos, len(UPOS), weight_decay, steps)
         self.rel = fit_linear(train.relation_vectors(), train.deprels, len(DEPRELS), weight_decay, steps)
 
     def predict(self, features: FeatureSet):
-        heads = self.net.predict_heads(features)
+        heads = self.decoder.predict_heads(features)
         with torch.no_grad():
             upos = self.pos(tensor(features.words)).argmax(-1).numpy()
             rels = self.rel(tensor(features.relation_vectors(heads))).argmax(-1).numpy()
@@ -127,15 +128,15 @@ def evaluate(nlp, data_dir: Optional[Path] = None, only: Optional[Sequence[str]]
         (transductive: adapt.adapt_unlabeled), on a copy per treebank.
     """
     pipe = nlp.get_pipe("concept_align")
-    net, encoder, meta = pipe.net, pipe.encoder, pipe.cfg.get("meta", {})
+    decoder, encoder, meta = pipe.decoder, pipe.encoder, pipe.cfg.get("meta", {})
     exclude = list(meta.get("train", [])) + list(meta.get("validation", []))
     systems: Dict[str, object] = {"concept_align (zero-shot)": None}
     if baselines and meta.get("train"):
         from ..training import load_pools
 
         pools = load_pools(meta["source"], encoder, meta.get("max_train_sentences", 500), data_dir, progress=progress)
-        systems[NearestMeans.name] = NearestMeans(net)
-        systems[LinearProbe.name] = LinearProbe(net, FeatureSet.concat(list(pools.values())))
+        systems[NearestMeans.name] = NearestMeans(decoder)
+        systems[LinearProbe.name] = LinearProbe(decoder, FeatureSet.concat(list(pools.values())))
     if spacy_baseline is not None:
         systems[SPACY_BASELINE] = spacy_baseline
     if unlabeled:
@@ -152,9 +153,9 @@ def evaluate(nlp, data_dir: Optional[Path] = None, only: Optional[Sequence[str]]
                 row[name] = asdict(conll18_scores(*predict_treebank(system, tb.path)))
                 continue
             if system == UNLABELED:
-                predicted = _predict_after_unlabeled(net, features)
+                predicted = _predict_after_unlabeled(decoder, features)
             elif system is None:
-                *predicted, confidence = net.predict_with_confidence(features)
+                *predicted, confidence = decoder.predict_with_confidence(features)
                 correct = (predicted[0] == features.upos) & (predicted[1] == features.heads)
                 row["calibration"] = calibration(correct, confidence.prod(1))
             else:
@@ -179,13 +180,13 @@ def calibration(correct: np.ndarray, confidence: np.ndarray, bins: int = 10) -> 
             "accuracy": 100 * float(np.mean(correct)), "bins": table}
 
 
-def _predict_after_unlabeled(net: ConceptParser, features: FeatureSet):
-    """Predictions of a copy of `net` adapted to the words it is about to tag (their labels unseen)."""
+def _predict_after_unlabeled(decoder: ConceptDecoder, features: FeatureSet):
+    """Predictions of a copy of `decoder` adapted to the words it is about to tag (their labels unseen)."""
     import copy
 
     from ..adapt import adapt_unlabeled
 
-    target = copy.deepcopy(net)
+    target = copy.deepcopy(decoder)
     adapt_unlabeled(target, features, "__target__")
     return target.predict(features, "__target__")
 

@@ -20,9 +20,10 @@ from ..adapt import AdaptSettings, adapt_language
 from ..corpus import list_treebanks, read_conllu
 from ..scoring import conll18_scores
 from .evaluation import LinearProbe, fit_linear, relabel_root, target_treebanks
-from ..features import FeatureSet, extract_features
+from ..features import FeatureSet
+from ..feature_cache import extract_features
 from ..labels import DEPRELS, UPOS
-from ..model import tensor
+from ..decoder import tensor
 from ..suggest import choose_sentences
 
 logger = logging.getLogger(__name__)
@@ -75,13 +76,13 @@ def learning_curve(nlp, ks: Sequence[int] = (0, 5, 10, 20, 50), seeds: Sequence[
                    max_test: int = 500, settings: Optional[AdaptSettings] = None) -> dict:
     """Scores per (treebank, K, seed, system); the pipeline itself is left unchanged."""
     pipe = nlp.get_pipe("concept_align")
-    net = copy.deepcopy(pipe.net)  # adapt a copy: the user's pipeline keeps its own adaptors
+    decoder = copy.deepcopy(pipe.decoder)  # adapt a copy: the user's pipeline keeps its own adaptors
     encoder, meta = pipe.encoder, pipe.cfg.get("meta", {})
     from ..training import load_pools
 
     sources = load_pools(meta.get("source", ["en"]), encoder, meta.get("max_train_sentences", 500), data_dir,
                          progress=False)
-    probe = LinearProbe(net, FeatureSet.concat(list(sources.values())))
+    probe = LinearProbe(decoder, FeatureSet.concat(list(sources.values())))
     exclude = list(meta.get("train", [])) + list(meta.get("validation", []))
     rows: List[dict] = []
     start = time.perf_counter()
@@ -91,15 +92,15 @@ def learning_curve(nlp, ks: Sequence[int] = (0, 5, 10, 20, 50), seeds: Sequence[
             continue
         pool, pool_forms, test, test_forms = splits
         test_forms = [w for sentence in test_forms for w in sentence]
-        zero_heads = net.predict_heads(test)
-        pool_confidence = net.predict_with_confidence(pool)[3].prod(1)
+        zero_heads = decoder.predict_heads(test)
+        pool_confidence = decoder.predict_with_confidence(pool)[3].prod(1)
         suggested = choose_sentences([pool_confidence[a:b] for a, b in zip(pool.offsets[:-1], pool.offsets[1:])],
                                      pool_forms, max(ks))
         for k in ks:
             for seed in seeds if k else seeds[:1]:
                 row = {"treebank": tb.treebank, "lang": tb.lang, "k": k, "seed": seed}
                 if k == 0:
-                    scores = conll18_scores(test, *net.predict(test))
+                    scores = conll18_scores(test, *decoder.predict(test))
                     row.update({SYSTEMS[0]: vars(scores), SYSTEMS[1]: vars(scores), SYSTEMS[4]: vars(scores),
                                 SYSTEMS[5]: vars(scores), SYSTEMS[3]: vars(conll18_scores(test, *probe.predict(test)))})
                     rows.append(row)
@@ -108,17 +109,17 @@ def learning_curve(nlp, ks: Sequence[int] = (0, 5, 10, 20, 50), seeds: Sequence[
                 chosen = sorted(rng.choice(len(pool), min(k, len(pool)), replace=False))
                 support = pool.select(chosen)
                 forms = [w for i in chosen for w in pool_forms[i]]
-                report = adapt_language(net, support, "_fewshot", settings, forms)
+                report = adapt_language(decoder, support, "_fewshot", settings, forms)
                 row["adapt_seconds"] = report["seconds"]
-                row[SYSTEMS[0]] = vars(conll18_scores(test, *net.predict(test, "_fewshot", test_forms)))
-                row[SYSTEMS[4]] = vars(conll18_scores(test, *net.predict(test, "_fewshot")))  # same parts, no priors
+                row[SYSTEMS[0]] = vars(conll18_scores(test, *decoder.predict(test, "_fewshot", test_forms)))
+                row[SYSTEMS[4]] = vars(conll18_scores(test, *decoder.predict(test, "_fewshot")))  # same parts, no priors
                 if seed == seeds[0]:  # `suggest` is deterministic: one run per K
                     picked = suggested[:k]
-                    adapt_language(net, pool.select(picked), "_fewshot", settings,
+                    adapt_language(decoder, pool.select(picked), "_fewshot", settings,
                                    [w for i in picked for w in pool_forms[i]])
-                    row[SYSTEMS[5]] = vars(conll18_scores(test, *net.predict(test, "_fewshot", test_forms)))
-                adapt_language(net, support, "_fewshot", ORIGINAL)
-                row[SYSTEMS[1]] = vars(conll18_scores(test, *net.predict(test, "_fewshot")))
+                    row[SYSTEMS[5]] = vars(conll18_scores(test, *decoder.predict(test, "_fewshot", test_forms)))
+                adapt_language(decoder, support, "_fewshot", ORIGINAL)
+                row[SYSTEMS[1]] = vars(conll18_scores(test, *decoder.predict(test, "_fewshot")))
                 rel_x, rel_y = support.relation_vectors(), support.deprels
                 target_pos = fit_linear(support.words, support.upos, len(UPOS), 1e-3, 100)
                 target_rel = fit_linear(rel_x, rel_y, len(DEPRELS), 1e-3, 100)

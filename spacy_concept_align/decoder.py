@@ -4,13 +4,14 @@ Everything here works on FeatureSets (no spaCy, no encoder), so the pipe, meta-t
 evaluation share one implementation of prediction and loss.
 """
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-from .aligner import ConceptAligner
+from .aligner import ConceptAligner, TokenDropout
 from .arcs import BiaffineArcScorer, decode_batch, pad_batch
 from .batching import padded_batches
 from .features import FeatureSet
@@ -24,7 +25,39 @@ def tensor(array: np.ndarray, dtype=torch.float32) -> torch.Tensor:
     return torch.tensor(np.asarray(array), dtype=dtype)  # a copy: cached features are read-only memory maps
 
 
-def _known(labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+@dataclass
+class Support:
+    """A meta-training episode's support set: its sentences, the weight of the query loss against prototypes
+    re-estimated from them, and how strongly those are shrunk towards the source prototypes."""
+
+    features: FeatureSet
+    weight: float
+    shrink: float
+
+
+#: Per loss term: logits (..., classes), targets (same shape without the last axis; -1 = not counted), weight.
+Scores = Dict[str, Tuple[torch.Tensor, torch.Tensor, float]]
+
+
+def concept_loss(scores: Scores) -> Tuple[float, Dict[str, torch.Tensor]]:
+    """The one training loss (the pipe's update and meta-training both use it): the weighted sum of each term's
+    mean cross-entropy over its counted targets. RETURNS the loss and its gradient with respect to each logits."""
+    leaves = {name: logits.detach().requires_grad_() for name, (logits, _, _) in scores.items()}
+    total = torch.zeros(())
+    for name, (logits, targets, weight) in scores.items():
+        counted = targets.reshape(-1) >= 0
+        if counted.any():
+            rows = leaves[name].reshape(-1, logits.shape[-1])[counted].float()
+            total = total + weight * nn.functional.cross_entropy(rows, targets.reshape(-1)[counted])
+    if not torch.isfinite(total):
+        raise ValueError(f"concept_align: the training loss is not finite ({total.item()})")
+    if total.requires_grad:
+        total.backward()
+    return float(total.detach()), {name: leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
+                          for name, leaf in leaves.items()}
+
+
+def known_labels(labels: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Labels with -1 wherever the class is unknown or has no prototype."""
     return torch.where((labels >= 0) & valid[labels.clamp(min=0)], labels, torch.full_like(labels, -1))
 
@@ -60,7 +93,7 @@ def relation_features(words: np.ndarray, features: FeatureSet, heads: np.ndarray
     return np.concatenate([*parts, arc_structure(upos, heads, features.offsets)], axis=1)
 
 
-class ConceptParser(nn.Module):
+class ConceptDecoder(nn.Module):
     """POS by nearest UPOS prototype, heads by a biaffine scorer + spanning tree, relations by nearest relation
     prototype of h(head) - h(dependent) on the predicted heads.
     """
@@ -85,6 +118,12 @@ class ConceptParser(nn.Module):
         self.language_arcs = nn.ModuleDict()  # arc scorers fine-tuned for one language (few-shot)
         self.priors = PriorsByLanguage()  # word forms' labels etc. from a language's own sentences
 
+    def set_dropout(self, rate: float) -> None:
+        """The dropout rate of every dropout layer (while training; inference never drops)."""
+        for module in self.modules():
+            if isinstance(module, (nn.Dropout, TokenDropout)):
+                module.p = rate
+
     @property
     def languages(self):
         return self.pos.languages
@@ -102,21 +141,37 @@ class ConceptParser(nn.Module):
         deprels = np.where(features.heads >= 0, features.deprels, -1)
         self.rel.set_prototypes(tensor(features.relation_vectors()), tensor(deprels, torch.long), min_count)
 
-    def losses(self, features: FeatureSet, lang: Optional[str] = None, arcs: bool = True) -> Dict[str, torch.Tensor]:
-        """Cross-entropy of UPOS, relations (on gold heads) and heads, over the labelled words."""
-        ce = nn.functional.cross_entropy
-        result = {}
-        # Words whose gold class has no prototype cannot be pulled towards it: they are left out of the loss.
-        upos = _known(tensor(features.upos, torch.long), self.pos.valid)
-        if (upos >= 0).any():
-            result["pos"] = ce(self.pos.logits(tensor(features.words), lang), upos, ignore_index=-1)
-        deprels = _known(tensor(np.where(features.heads >= 0, features.deprels, -1), torch.long), self.rel.valid)
-        if (deprels >= 0).any():
-            result["rel"] = ce(self.rel.logits(tensor(features.relation_vectors()), lang), deprels, ignore_index=-1)
-        if arcs and (features.heads >= 0).any():
-            arcs = self.arc_scorer(lang)
-            result["arc"] = self.arc_loss(arcs, features)
-        return result
+    def forward(self, features: FeatureSet, support: Optional["Support"] = None):
+        """Training: the scores of every loss term (`training_scores`). Inference: `predict_with_confidence` on
+        the language and forms the features carry (what the Thinc model's predict returns)."""
+        if self.training:
+            return self.training_scores(features, support)
+        return self.predict_with_confidence(features, features.lang, features.forms)
+
+    def training_scores(self, features: FeatureSet, support: Optional["Support"] = None) -> "Scores":
+        """Logits and gold targets (-1: not counted) of UPOS, relations (on the gold heads) and heads, for
+        `features.lang`; with a support set (meta-training episodes), UPOS and relations also against prototypes
+        re-estimated from it (what few-shot adaptation does at test time)."""
+        lang = features.lang
+        words, relations = tensor(features.words), tensor(features.relation_vectors())
+        upos = known_labels(tensor(features.upos, torch.long), self.pos.valid)
+        deprels = known_labels(tensor(np.where(features.heads >= 0, features.deprels, -1), torch.long), self.rel.valid)
+        scores = {"pos": (self.pos.logits(words, lang), upos, 1.0), "rel": (self.rel.logits(relations, lang), deprels, 1.0)}
+        if (features.heads >= 0).any():
+            arc_words, roots, mask = self._padded(features)
+            gold = torch.full(mask.shape, -1, dtype=torch.long)
+            for row, (start, end) in enumerate(self._spans(features)):
+                gold[row, : end - start] = tensor(features.heads[start:end], torch.long)
+            scores["arc"] = (self.arc_scorer(lang)(arc_words, roots, mask), gold.masked_fill(~mask, -1), 1.0)
+        if support is not None and support.weight > 0 and len(support.features):
+            s = support.features
+            s_deprels = np.where(s.heads >= 0, s.deprels, -1)
+            for name, aligner, s_x, s_y, q_x, q_y in (
+                    ("pos", self.pos, tensor(s.words), tensor(s.upos, torch.long), words, upos),
+                    ("rel", self.rel, tensor(s.relation_vectors()), tensor(s_deprels, torch.long), relations, deprels)):
+                refined = aligner.support_prototypes(aligner.embed(s_x), known_labels(s_y, aligner.valid), support.shrink)
+                scores[f"{name}_support"] = (aligner.logits(q_x, prototypes=refined), q_y, support.weight)
+        return scores
 
     @contextmanager
     def inference(self):

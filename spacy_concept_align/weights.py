@@ -1,0 +1,147 @@
+"""The decoder's weights on disk and in bytes: safetensors + JSON (+ msgpack priors), never pickle.
+
+A saved component is a folder: cfg.json (the component's settings, the decoder's structure: which languages have
+which parts, and how it was trained), model.safetensors and, when a language has word priors, priors.msgpack.
+The same three parts, packed with msgpack, are what the Thinc model's PyTorch wrapper serialises to bytes.
+"""
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import Tuple, Union
+
+import srsly
+import torch
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
+
+from .decoder import ConceptDecoder
+from .lexicon import PriorsByLanguage
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FILE, CFG_FILE = "model.safetensors", "cfg.json"
+#: Per-language word-form and relation priors, when a language has any: {lang: gzipped JSON}.
+PRIORS_FILE = "priors.msgpack"
+
+
+def decoder_state(decoder: ConceptDecoder) -> Tuple[dict, bytes, dict]:
+    """The decoder's structure (JSON-able), its tensors (safetensors bytes) and its priors (msgpack-able)."""
+    # languages with their own first layers, and how many features beyond the vector each reads
+    own_inner = {lang: [decoder.pos.extra_inputs(lang), decoder.rel.extra_inputs(lang),
+                        decoder.pos.adaptors[lang].inner_rank]
+                 for lang in decoder.languages if decoder.pos.adaptors[lang].inner is not None}
+    arc_context = {lang: arcs.context.sizes for lang, arcs in decoder.language_arcs.items() if arcs.context}
+    state = {k: v.contiguous() for k, v in decoder.state_dict().items()}
+    # A language's arc scorer stores only what it changed; the rest is the shared scorer's, filled in at load.
+    arc_shared = {}
+    for lang in decoder.language_arcs:
+        prefix = f"language_arcs.{lang}."
+        same = [k[len(prefix):] for k in list(state) if k.startswith(prefix)
+                and f"arcs.{k[len(prefix):]}" in state and torch.equal(state[k], state[f"arcs.{k[len(prefix):]}"])]
+        for key in same:
+            del state[prefix + key]
+        if same:
+            arc_shared[lang] = same
+    structure = {"languages": decoder.languages, "arc_languages": sorted(decoder.language_arcs),
+                 "own_inner": own_inner, "arc_context": arc_context, "arc_shared": arc_shared, "width": decoder.width}
+    return structure, save_tensors(state), decoder.priors.packed()
+
+
+def load_decoder_state(decoder: ConceptDecoder, structure: dict, weights: bytes, priors: dict,
+                       source: str = "weights") -> None:
+    """Check everything on a copy first, then load: on any error the decoder is left as it was."""
+    try:
+        tensors = load_tensors(weights)
+    except Exception as err:  # safetensors reports a truncated or foreign file as SafetensorError
+        raise ValueError(f"{source}: not a readable safetensors file ({err})") from None
+    for lang, keys in structure.get("arc_shared", {}).items():
+        tensors.update({f"language_arcs.{lang}.{key}": tensors[f"arcs.{key}"] for key in keys
+                        if f"arcs.{key}" in tensors})
+    try:
+        PriorsByLanguage(priors)
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+    for target in (copy.deepcopy(decoder), decoder):  # a trial run on a copy, then the real one
+        for lang in structure.get("languages", []):
+            target.add_language(lang)
+        for lang, (pos_extra, rel_extra, *rank) in structure.get("own_inner", {}).items():
+            target.pos.adaptors[lang].own_inner(target.pos.phi, int(pos_extra), *rank)
+            target.rel.adaptors[lang].own_inner(target.rel.phi, int(rel_extra), *rank)
+        for lang in structure.get("arc_languages", []):
+            target.language_arcs[lang] = copy.deepcopy(target.arcs)
+            if lang in structure.get("arc_context", {}):
+                target.language_arcs[lang].add_context(*structure["arc_context"][lang])
+        try:
+            target.load_state_dict(tensors, strict=True)
+        except RuntimeError as err:
+            problem = str(err).split("\n\t", 1)[-1].split("\n")[0]
+            raise ValueError(f"{source}: the weights do not fit this component ({problem})") from None
+        target.priors = PriorsByLanguage(priors)
+
+
+def check_encoder(saved: dict, encoder, source: str) -> None:
+    """Weights only mean something on the encoder (model, layer, pooling) they were trained with.
+
+    saved: a saved component's cfg (its "encoder", "width" and "encoder_vocab" entries)."""
+    trained_on = saved.get("encoder", {})
+    now = {"name": encoder.name, "layer": encoder.layer, "pooling": encoder.pooling}
+    problems = [f"{key} {trained_on[key]!r} (now {now[key]!r})" for key in ("layer", "pooling")
+                if key in trained_on and trained_on[key] != now[key]]
+    if saved.get("width") not in (None, encoder.width):
+        problems.append(f"{saved['width']}-d vectors (now {encoder.width}-d)")
+    if saved.get("encoder_vocab") not in (None, encoder.vocab_size):
+        problems.append(f"a {saved['encoder_vocab']}-piece vocabulary (now {encoder.vocab_size})")
+    if problems:
+        raise ValueError(f"{source}: trained on encoder {trained_on.get('name', '?')!r} with {', '.join(problems)}; "
+                         "set [components.concept_align.model.encoder] to the encoder the weights were trained on")
+    if trained_on.get("name", now["name"]) != now["name"]:  # same shape: a copy of the model, or a sibling
+        logger.warning("concept_align: weights were trained with encoder %r, now used with %r",
+                       trained_on["name"], now["name"])
+
+
+def read_component(path: Union[str, Path]) -> Tuple[dict, bytes, dict]:
+    """cfg, weights and priors of a component folder written by `write_component`."""
+    path = Path(path)
+    missing = [name for name in (CFG_FILE, WEIGHTS_FILE) if not (path / name).is_file()]
+    if missing:
+        raise ValueError(f"{path}: not a saved concept_align component (missing {', '.join(missing)})")
+    try:
+        cfg = srsly.read_json(path / CFG_FILE)
+    except ValueError as err:
+        raise ValueError(f"{path / CFG_FILE}: not valid JSON ({err})") from None
+    priors = {}
+    if (path / PRIORS_FILE).is_file():
+        try:
+            priors = srsly.read_msgpack(path / PRIORS_FILE)
+        except (ValueError, OSError) as err:
+            raise ValueError(f"{path / PRIORS_FILE}: not a readable msgpack file ({err})") from None
+    return cfg, (path / WEIGHTS_FILE).read_bytes(), priors
+
+
+def write_component(path: Union[str, Path], cfg: dict, weights: bytes, priors: dict) -> None:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    srsly.write_json(path / CFG_FILE, cfg)
+    (path / WEIGHTS_FILE).write_bytes(weights)
+    if priors:
+        srsly.write_msgpack(path / PRIORS_FILE, priors)
+    elif (path / PRIORS_FILE).exists():
+        (path / PRIORS_FILE).unlink()
+
+
+def serialize_decoder(decoder: ConceptDecoder) -> bytes:
+    """PyTorchWrapper_v3's serialize_model hook: the decoder as msgpack of JSON + safetensors + priors."""
+    structure, weights, priors = decoder_state(decoder)
+    return srsly.msgpack_dumps({"structure": json.dumps(structure), "weights": weights, "priors": priors})
+
+
+def deserialize_decoder(decoder: ConceptDecoder, data: bytes, device) -> ConceptDecoder:
+    """PyTorchWrapper_v3's deserialize_model hook (the inverse of serialize_decoder)."""
+    try:
+        msg = srsly.msgpack_loads(data)
+        structure, weights, priors = json.loads(msg["structure"]), msg["weights"], msg.get("priors", {})
+    except Exception as err:
+        raise ValueError(f"not a serialized concept_align decoder ({err})") from None
+    load_decoder_state(decoder, structure, weights, priors, "concept_align decoder bytes")
+    return decoder
