@@ -13,7 +13,7 @@ from typing import Any, Sequence, Tuple
 from spacy.util import registry
 from thinc.api import ArgsKwargs, Config, Model, PyTorchWrapper_v3, chain, deserialize_attr, serialize_attr
 
-from .decoder import ConceptDecoder, Scores
+from .decoder import ConceptDecoder
 from .encoders import OFFLINE_NAME, FrozenEncoder
 from .features import FeatureSet, Sentences
 from .weights import deserialize_decoder, serialize_decoder

@@ -10,10 +10,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
-import numpy as np
-import spacy
 import srsly
-from spacy.attrs import DEP, HEAD
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
@@ -22,16 +19,16 @@ from spacy.vocab import Vocab
 from thinc.api import Model, set_dropout_rate
 
 from .architecture import DEFAULT_MODEL, get_decoder, get_encoder, reset_decoder
-from .chars import is_symbol
-from .corpus import LANG_ATTR, ensure_extensions, unannotated
+from .corpus import LANG_ATTR, ensure_extensions
 from .decoder import ConceptDecoder, concept_loss
-from .docs import LONGEST_TREE, Annotation, blank_annotation, by_language, check_labels, gold_sentences, sentence_words
+from .docs import (LONGEST_TREE, Annotation, annotated_sentences, blank_annotation, by_language, gold_sentences,
+                   raw_sentences, scatter, write_annotation)
 from .encoders import FrozenEncoder
 from .encoders.bundle import is_bundle, save_encoder
-from .features import FeatureSet, Sentences
-from .labels import DEPRELS, UPOS, UPOS_ID, to_spacy_dep
+from .features import Sentences
 from .scoring import make_concept_scorer  # noqa: F401  (registers the scorer)
-from .weights import check_encoder, decoder_state, load_decoder_state, read_component, write_component
+from .weights import (WEIGHTS_FILE, check_encoder, component_state, load_component_state, read_component,
+                      write_component)
 
 logger = logging.getLogger(__name__)
 
@@ -115,25 +112,14 @@ class ConceptTaggerParser(TrainablePipe):
             yield from batch
 
     def predict(self, docs: Iterable[Doc], lang: Optional[str] = None) -> List[Annotation]:
-        """Per doc: UPOS ids, heads (doc token indices), relation ids (-1 marks a blank token) and each word's
-        confidence (P(tag) x P(head); NaN for blank tokens)."""
+        """Per doc: UPOS ids, heads (token indices), relation ids (-1: blank token), confidence (P(tag) x P(head))."""
         docs = list(docs)
         self._ensure_weights()
         results = [blank_annotation(doc) for doc in docs]
         groups = by_language(docs, lambda doc: self._language(doc, lang), self.cfg["longest_tree"])
         for doc_lang, sentences in groups.items():
             texts = [[docs[i][w].text for w in words] for i, words in sentences]
-            upos, heads, deprels, confidence = self.model.predict(Sentences(texts, doc_lang))
-            start = 0
-            for (i, words), text in zip(sentences, texts):
-                end = start + len(words)
-                doc_upos, doc_heads, doc_rels, doc_confidence = results[i]
-                doc_confidence[words] = confidence[start:end].prod(1)
-                doc_upos[words] = np.where([is_symbol(w) for w in text], UPOS_ID["SYM"], upos[start:end])
-                doc_rels[words] = deprels[start:end]
-                sent_heads = heads[start:end]  # 0 = root (a spaCy root is its own head), k = k-th word
-                doc_heads[words] = np.where(sent_heads > 0, words[sent_heads - 1], words)
-                start = end
+            scatter(results, sentences, texts, self.model.predict(Sentences(texts, doc_lang)))
         return results
 
     def _language(self, doc: Doc, override: Optional[str]) -> Optional[str]:
@@ -151,21 +137,8 @@ class ConceptTaggerParser(TrainablePipe):
 
     def set_annotations(self, docs: Iterable[Doc], predictions: Iterable[Annotation]) -> None:
         """Write POS, heads and relations (one tree per sentence; "ROOT" for the root, as spaCy does)."""
-        strings = self.vocab.strings
-        for doc, (upos, heads, deprels, confidence) in zip(docs, predictions):
-            if not len(doc):
-                continue
-            doc._.concept_confidences = [None if np.isnan(c) else round(float(c), 4) for c in confidence]
-            keep_pos = not self.cfg["overwrite"] and doc.has_annotation("POS")
-            for token, tag in zip(doc, upos):
-                if not (keep_pos and token.pos_):
-                    token.pos_ = UPOS[tag] if tag >= 0 else "SPACE"
-            if not self.cfg["overwrite"] and doc.has_annotation("DEP"):
-                continue
-            array = np.zeros((len(doc), 2), dtype="uint64")
-            array[:, 0] = (heads - np.arange(len(doc))).astype("int64").astype("uint64")
-            array[:, 1] = [strings.add(to_spacy_dep(DEPRELS[r]) if r >= 0 else "dep") for r in deprels]
-            doc.from_array([HEAD, DEP], array)
+        for doc, annotation in zip(docs, predictions):
+            write_annotation(doc, annotation, self.cfg["overwrite"])
 
     # -- training -------------------------------------------------------------------------------------------
 
@@ -221,79 +194,50 @@ class ConceptTaggerParser(TrainablePipe):
         """
         from .adapt import AdaptSettings, adapt_language
 
-        examples = [eg if isinstance(eg, Example) else Example(unannotated(eg), eg) for eg in examples]
-        check_labels(examples)
-        sentences = gold_sentences(examples, lambda doc: lang, self.cfg["longest_tree"]).get(lang)
-        if sentences is None:
-            raise ValueError("adapt needs at least one non-empty annotated sentence")
+        sentences = annotated_sentences(examples, lang, self.cfg["longest_tree"])
         self._ensure_weights()
-        features = self.model.layers[0].predict(sentences)
-        report = adapt_language(self.decoder, features, lang, AdaptSettings(**{**self.cfg["adapt"], **settings}),
-                                sentences.forms)
+        settings = AdaptSettings(**{**self.cfg["adapt"], **settings})
+        report = adapt_language(self.decoder, self.model.layers[0].predict(sentences), lang, settings, sentences.forms)
         self._warned_langs.discard(lang)
-        logger.info("concept_align: adapted to %r from %d sentences in %.1f s", lang, len(features), report["seconds"])
         return report
 
     def adapt_unlabeled(self, texts: Iterable[Union[str, Doc]], lang: str, batch_size: int = 256,
                         **settings) -> Dict[str, float]:
-        """Raw text of `lang`, no annotation: its prototypes move to where its own words lie (one k-means step from
-        the current ones, confident words only); any earlier adaptation of `lang` is kept.
-
-        texts: strings (split by spaCy's multi-language tokenizer) or Docs, read in batches of `batch_size`.
-        settings: fields of spacy_concept_align.adapt.UnlabeledSettings (confidence, shrink, relations).
-        """
+        """Raw text of `lang` (strings or Docs, any number): its prototypes move to where its own words lie (one
+        k-means step, confident words only); settings: fields of spacy_concept_align.adapt.UnlabeledSettings."""
         from .adapt import UnlabeledSettings, adapt_unlabeled
 
-        tokenizer, longest = spacy.blank("xx").tokenizer, self.cfg["longest_tree"]
-
-        def chunks() -> Iterator[FeatureSet]:
-            stream = iter(texts)
-            while batch := list(islice(stream, batch_size)):
-                docs = [tokenizer(t) if isinstance(t, str) else t for t in batch]
-                words = [[doc[i].text for i in idx] for doc in docs for idx in sentence_words(doc, longest)]
-                if words:
-                    yield self.model.layers[0].predict(Sentences(words))
-
         self._ensure_weights()
-        report = adapt_unlabeled(self.decoder, chunks(), lang, UnlabeledSettings(**settings))
+        chunks = map(self.model.layers[0].predict, raw_sentences(texts, batch_size, self.cfg["longest_tree"]))
+        report = adapt_unlabeled(self.decoder, chunks, lang, UnlabeledSettings(**settings))
         self._warned_langs.discard(lang)
         return report
 
     # -- serialization: safetensors + JSON, never pickle (weights.py) ---------------------------------------
 
-    def _cfg_with_structure(self) -> Tuple[dict, bytes, dict]:
-        structure, weights, priors = decoder_state(self.decoder)
-        return dict(self.cfg, **structure, encoder_vocab=self.encoder.vocab_size), weights, priors
-
-    def _load_state(self, cfg: dict, weights: bytes, priors: dict, source: str) -> None:
-        check_encoder(cfg, self.encoder, source)
-        load_decoder_state(self.decoder, cfg, weights, priors, source)
-        self.cfg["meta"] = cfg.get("meta", {})
-        self._warned_langs.clear()
-
     def load_weights(self, path: Union[str, Path]) -> None:
         """Load the decoder of a component folder written by to_disk."""
-        self._load_state(*read_component(path), source=str(Path(path) / "model.safetensors"))
+        source = str(Path(path) / WEIGHTS_FILE)
+        self.cfg["meta"] = load_component_state(self.decoder, self.encoder, *read_component(path), source=source)
+        self._warned_langs.clear()
 
     def to_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> None:
         """cfg.json, model.safetensors, priors.msgpack and, with save_encoder, the encoder in ENCODER_DIR."""
-        path = Path(path)
-        write_component(path, *self._cfg_with_structure())
+        write_component(path, *component_state(self.decoder, self.encoder, self.cfg))
         if self.cfg.get("save_encoder"):
-            save_encoder(self.encoder, path / ENCODER_DIR)
-        elif (path / ENCODER_DIR).exists():
-            shutil.rmtree(path / ENCODER_DIR)
+            save_encoder(self.encoder, Path(path) / ENCODER_DIR)
+        elif (Path(path) / ENCODER_DIR).exists():
+            shutil.rmtree(Path(path) / ENCODER_DIR)
 
     def from_disk(self, path: Union[str, Path], *, exclude: Iterable[str] = tuple()) -> "ConceptTaggerParser":
         """Weights from `path`; a saved encoder there (ENCODER_DIR) is used instead of resolving the encoder's name."""
-        path = Path(path)
-        if is_bundle(path / ENCODER_DIR):
-            self.encoder.use_files(path / ENCODER_DIR)
+        if is_bundle(Path(path) / ENCODER_DIR):
+            self.encoder.use_files(Path(path) / ENCODER_DIR)
         self.load_weights(path)
         return self
 
     def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
-        cfg, _, _ = self._cfg_with_structure()
+        cfg, _, _ = component_state(self.decoder, self.encoder, self.cfg)
         return srsly.msgpack_dumps({"cfg": json.dumps(cfg), "model": self.model.to_bytes()})
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "ConceptTaggerParser":

@@ -130,6 +130,21 @@ def write_component(path: Union[str, Path], cfg: dict, weights: bytes, priors: d
         (path / PRIORS_FILE).unlink()
 
 
+def component_state(decoder: ConceptDecoder, encoder, cfg: dict) -> Tuple[dict, bytes, dict]:
+    """What a saved component holds: its cfg with the decoder's structure and the encoder's shape, the weights and
+    the priors (the parts of `write_component`)."""
+    structure, weights, priors = decoder_state(decoder)
+    return dict(cfg, **structure, encoder_vocab=encoder.vocab_size), weights, priors
+
+
+def load_component_state(decoder: ConceptDecoder, encoder, cfg: dict, weights: bytes, priors: dict,
+                         source: str) -> dict:
+    """Load a saved component's parts into `decoder` once they are checked to fit `encoder`; RETURNS its meta."""
+    check_encoder(cfg, encoder, source)
+    load_decoder_state(decoder, cfg, weights, priors, source)
+    return cfg.get("meta", {})
+
+
 def serialize_decoder(decoder: ConceptDecoder) -> bytes:
     """PyTorchWrapper_v3's serialize_model hook: the decoder as msgpack of JSON + safetensors + priors."""
     structure, weights, priors = decoder_state(decoder)

@@ -7,7 +7,6 @@ from confection import Config
 from spacy_concept_align.corpus import find_treebank
 from spacy_concept_align.encoders import FrozenEncoder
 from spacy_concept_align.feature_cache import extract_features
-from spacy_concept_align.decoder import ConceptDecoder
 from spacy_concept_align.architecture import concept_decoder
 from spacy_concept_align.decoder import concept_loss
 from spacy_concept_align.training import EpisodeSampler, EpisodeSettings, episode_scores, meta_train, one_cycle, pool_file

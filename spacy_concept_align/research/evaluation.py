@@ -6,22 +6,20 @@ Predictions come from the same ConceptDecoder.predict that the pipe calls, on ca
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from spacy.tokens import Doc
 
-from ..consistency import violations
-from ..corpus import TreebankFile, UDSentence, list_treebanks
+from ..corpus import TreebankFile, list_treebanks
 from ..features import FeatureSet
 from ..feature_cache import extract_features
-from ..labels import DEPREL_ID, DEPRELS, ROOT_ID, UPOS, UPOS_ID, universal_deprel
+from ..labels import DEPRELS, ROOT_ID, UPOS
 from ..decoder import ConceptDecoder, tensor
-from ..scoring import Scores, conll18_scores
+from ..scoring import conll18_scores
 
 logger = logging.getLogger(__name__)
 
