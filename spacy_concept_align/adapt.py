@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .aligner import LanguageAdaptor
+from .concepts import class_sums
 from .features import FeatureSet
 from .labels import DEPRELS, UPOS
 from .lexicon import LanguagePriors, PriorWeights
@@ -175,9 +176,11 @@ def adapt_unlabeled(decoder: ConceptDecoder, chunks: Union[FeatureSet, Iterable[
                 inputs["rel"] = tensor(decoder.relation_inputs(features, heads, upos, lang))
             for name, aligner in aligners.items():
                 confidence, labels = torch.softmax(aligner.logits(inputs[name], lang), -1).max(-1)
-                keep = confidence >= settings.confidence
-                sums[name].index_add_(0, labels[keep], aligner.embed(inputs[name], lang)[keep])
-                counts[name] += torch.bincount(labels[keep], minlength=len(aligner.valid)).float()
+                batch_sums, batch_counts = class_sums(aligner.embed(inputs[name], lang),
+                                                      labels.masked_fill(confidence < settings.confidence, -1),
+                                                      len(aligner.valid))
+                sums[name] += batch_sums
+                counts[name] += batch_counts
     if words == 0:
         raise ValueError("adapt_unlabeled needs at least one word of text")
     report: Dict[str, float] = {"words": words}

@@ -9,7 +9,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .concepts import class_means, distance_logits
+from .concepts import class_means, class_sums, distance_logits
 
 
 class TokenDropout(nn.Module):
@@ -173,10 +173,8 @@ class ConceptAligner(nn.Module):
 
         P'_c = (n_c * mean_c(z) + shrink * P_c) / (n_c + shrink); a class absent from the support keeps P_c.
         """
-        n_classes = len(self.valid)
-        keep = labels >= 0
-        sums = torch.zeros((n_classes, z.shape[-1]), dtype=z.dtype, device=z.device).index_add_(0, labels[keep], z[keep])
-        counts = torch.bincount(labels[keep], minlength=n_classes).to(z.dtype).unsqueeze(1)
+        sums, counts = class_sums(z, labels, len(self.valid))
+        counts = counts.unsqueeze(1)
         source = self.prototypes()
         return torch.where(counts > 0, (sums + shrink * source) / (counts + shrink).clamp(min=1e-6), source)
 

@@ -9,6 +9,7 @@ from typing import List, Optional
 import numpy as np
 import typer
 
+from .encoders.offline import OFFLINE_NAME
 from .paths import atomic_dir
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -37,7 +38,7 @@ def encoder_build(force: bool = typer.Option(False, help="Rebuild even if a veri
 @app.command()
 def features(
     files: List[Path] = typer.Argument(..., help="CoNLL-U files."),
-    encoder: str = typer.Option("offline:multilingual-e5-small", help="Encoder: hub name, directory or offline default."),
+    encoder: str = typer.Option(OFFLINE_NAME, help="Encoder: hub name, directory or offline default."),
     layer: int = typer.Option(6, help="Hidden layer to read."),
     max_sentences: int = typer.Option(0, help="Only the first N sentences of each file (0 = all)."),
 ):
@@ -425,7 +426,7 @@ def analyze(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     lang_list = [x for x in langs.split(",") if x] or sorted({tb.lang for tb in list_treebanks(data_dir)})
     nlp = spacy.load(pipeline) if pipeline else None
-    encoder_name = encoder or (None if nlp else "offline:multilingual-e5-small")
+    encoder_name = encoder or (None if nlp else OFFLINE_NAME)
     sources = source.split(",") if source else (None if nlp else ["en"])
     result = alignability_study(encoder_name, lang_list, sources, [int(x) for x in layers.split(",")], layer,
                                 output, pipeline=nlp, data_dir=data_dir, max_sentences=max_sentences,

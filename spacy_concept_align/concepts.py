@@ -12,16 +12,21 @@ import torch
 MASKED = -1e9
 
 
+def class_sums(vectors: torch.Tensor, labels: torch.Tensor, n_classes: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Sum of the vectors of each class and how many there are (labels < 0 are ignored): the one place class
+    statistics are gathered (prototypes, support-set prototypes, raw-text re-estimation, the alignability study)."""
+    keep = labels >= 0
+    sums = torch.zeros((n_classes, vectors.shape[-1]), dtype=vectors.dtype, device=vectors.device)
+    sums.index_add_(0, labels[keep], vectors[keep])
+    return sums, torch.bincount(labels[keep], minlength=n_classes).to(vectors.dtype)
+
+
 def class_means(vectors: torch.Tensor, labels: torch.Tensor, n_classes: int, min_count: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
     """Mean vector of each class, and which classes have at least `min_count` examples (labels < 0 are ignored).
 
     RETURNS (Tuple[Tensor, Tensor]): means (n_classes x width, zero rows for absent classes), valid mask (n_classes).
     """
-    keep = labels >= 0
-    vectors, labels = vectors[keep], labels[keep]
-    sums = torch.zeros((n_classes, vectors.shape[-1]), dtype=vectors.dtype, device=vectors.device)
-    sums.index_add_(0, labels, vectors)
-    counts = torch.bincount(labels, minlength=n_classes).to(vectors.dtype)
+    sums, counts = class_sums(vectors, labels, n_classes)
     means = sums / counts.clamp(min=1).unsqueeze(1)
     return means, counts >= max(min_count, 1)
 

@@ -4,8 +4,6 @@ Reading keeps what the concept space needs (syntactic words, spaces, UPOS, heads
 boundaries) and checks what would silently corrupt a tree (column count, heads, cycles), naming file and line.
 """
 import csv
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -19,7 +17,7 @@ from spacy.vocab import Vocab
 
 from .chars import clean_form, escape_spaces, is_blank
 from .labels import DEPREL_ID, UPOS_ID, to_spacy_dep, universal_deprel
-from .paths import ud_dir
+from .paths import ud_dir, write_atomic
 
 #: Doc extension holding the ISO code of the doc's language ("wo", "cy", ...); None = unknown.
 LANG_ATTR = "concept_lang"
@@ -415,20 +413,16 @@ def write_conllu(
 
     RETURNS (int): the number of sentences written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     n_sents = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
-            for i, doc in enumerate(docs):
-                blocks = doc_to_conllu(doc, originals[i] if originals else None, first_sent=n_sents + 1)
-                out.write("".join(blocks))
-                n_sents += len(blocks)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def chunks():
+        nonlocal n_sents
+        for i, doc in enumerate(docs):
+            blocks = doc_to_conllu(doc, originals[i] if originals else None, first_sent=n_sents + 1)
+            n_sents += len(blocks)
+            yield "".join(blocks).encode("utf-8")
+
+    write_atomic(path, chunks())
     return n_sents
 
 
@@ -456,9 +450,23 @@ def list_treebanks(data_dir: Optional[Path] = None, split: Optional[str] = None)
     return [tb for tb in result if not split or tb.split == split]
 
 
+#: The splits a language's data is taken from, in order of preference, to learn from it (never its test split
+#: while another exists) and to test on it.
+TRAIN_SPLITS, TEST_SPLITS = ("train", "dev", "test"), ("test", "dev", "train")
+
+
+def choose_file(code: str, splits: Sequence[str] = TRAIN_SPLITS, data_dir: Optional[Path] = None) -> TreebankFile:
+    """The one file a treebank ("wo_wtb") or a language ("wo": its largest treebank) contributes: of the first
+    split in `splits` that it has."""
+    files = list_treebanks(data_dir)
+    candidates = [tb for tb in files if tb.treebank == code] or [tb for tb in files if tb.lang == code]
+    for split in splits:
+        matches = [tb for tb in candidates if tb.split == split]
+        if matches:
+            return max(matches, key=lambda tb: (tb.words, tb.treebank))
+    raise KeyError(f"No {'/'.join(splits)} file for {code!r} in {ud_dir(data_dir)}")
+
+
 def find_treebank(code: str, split: str, data_dir: Optional[Path] = None) -> TreebankFile:
     """One split of a treebank by its code ("wo_wtb") or by language code ("wo": the largest treebank)."""
-    matches = [tb for tb in list_treebanks(data_dir, split) if code in (tb.treebank, tb.lang)]
-    if not matches:
-        raise KeyError(f"No {split} split for {code!r} in {ud_dir(data_dir)}")
-    return max(matches, key=lambda tb: (tb.treebank == code, tb.words))
+    return choose_file(code, (split,), data_dir)

@@ -4,7 +4,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional, Union
 
 CACHE_ENV = "SPACY_CONCEPT_ALIGN_CACHE"
 UD_ENV = "SPACY_CONCEPT_ALIGN_UD"
@@ -58,3 +58,19 @@ def atomic_dir(target: Path) -> Iterator[Path]:
             os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_atomic(path: Union[str, Path], chunks: Iterable[bytes]) -> None:
+    """Write chunks as they come into a temporary file beside `path`, renamed into place once complete: a failure
+    part-way (in the writing or in whatever produces the chunks) leaves no half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                out.write(chunk)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -7,13 +7,13 @@ tagged, so a bad input names its file and line and leaves nothing behind. Engine
 """
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .corpus import LANG_ATTR, InputError, ensure_extensions, read_conllu, sentences_to_doc, treebank_codes, unannotated
+from .paths import write_atomic
 
 INPUT_FORMATS = ("auto", "text", "jsonl", "conllu")
 OUTPUT_FORMATS = {".conllu": "conllu", ".jsonl": "jsonl", ".spacy": "spacy"}
@@ -145,24 +145,10 @@ def write_output(docs: Iterable, path: Path, originals: Optional[list] = None) -
     if fmt == "spacy":
         from spacy.tokens import DocBin
 
-        _write_atomic(path, [DocBin(docs=counted(docs), store_user_data=True).to_bytes()])
+        write_atomic(path, [DocBin(docs=counted(docs), store_user_data=True).to_bytes()])
     else:
-        _write_atomic(path, ((json.dumps(doc.to_json(), ensure_ascii=False) + "\n").encode() for doc in counted(docs)))
+        write_atomic(path, ((json.dumps(doc.to_json(), ensure_ascii=False) + "\n").encode() for doc in counted(docs)))
     return n_sents
-
-
-def _write_atomic(path: Path, chunks: Iterable[bytes]) -> None:
-    """Write chunks as they come into a temporary file beside `path`, renamed into place once complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for chunk in chunks:
-                out.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------------------------

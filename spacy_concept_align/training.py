@@ -28,7 +28,7 @@ from thinc.api import Model, fix_random_seed
 from wasabi import Printer
 
 from .architecture import get_decoder_layer
-from .corpus import TreebankFile, list_treebanks
+from .corpus import TRAIN_SPLITS, TreebankFile, choose_file, list_treebanks
 from .decoder import ConceptDecoder, Support, concept_loss
 from .encoders import FrozenEncoder
 from .feature_cache import extract_features
@@ -45,22 +45,12 @@ class EpisodeSettings:
     max_length: int = 128  # longer sentences are left out of episodes, as in the original
 
 
-def pool_file(lang: str, data_dir: Optional[Path] = None, splits: Sequence[str] = ("train", "dev", "test")) -> TreebankFile:
-    """The file a language contributes to a pool: its largest file of the first split present (train, dev, test)."""
-    files = [tb for tb in list_treebanks(data_dir) if tb.lang == lang]
-    for split in splits:
-        candidates = [tb for tb in files if tb.split == split]
-        if candidates:
-            return max(candidates, key=lambda tb: tb.words)
-    raise KeyError(f"No {'/'.join(splits)} file for language {lang!r}")
-
-
 def load_pools(langs: Sequence[str], encoder: FrozenEncoder, max_sentences: int, data_dir: Optional[Path] = None,
-               splits: Sequence[str] = ("train", "dev", "test"), progress: bool = True) -> Dict[str, FeatureSet]:
+               splits: Sequence[str] = TRAIN_SPLITS, progress: bool = True) -> Dict[str, FeatureSet]:
     """Cached features of each language's pool file."""
     pools = {}
     for lang in langs:
-        tb = pool_file(lang, data_dir, splits)
+        tb = choose_file(lang, splits, data_dir)
         pools[lang] = extract_features(tb.path, encoder, max_sentences=max_sentences, progress=progress)
         logger.info("%s: %s (%d sentences)", lang, tb.path.name, len(pools[lang]))
     return pools
@@ -212,7 +202,7 @@ def in_language_files(data_dir: Optional[Path] = None, min_sentences: int = 100,
         if only and lang not in only:
             continue
         try:
-            pool = pool_file(lang, data_dir, splits=("train", "dev"))
+            pool = choose_file(lang, ("train", "dev"), data_dir)
         except KeyError:
             continue
         if pool.sentences < min_sentences:

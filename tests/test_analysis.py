@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from spacy_concept_align.corpus import choose_file
 from spacy_concept_align.research.analysis import (
     alignability_study, compare, language_prototypes, pairwise, pooled_prototypes, procrustes_disparity,
-    resolve_file, rsa, shared_concepts,
+    rsa, shared_concepts,
 )
 from spacy_concept_align.features import FeatureSet
 from spacy_concept_align.labels import DEPREL_ID, DEPRELS, UPOS, UPOS_ID
@@ -202,13 +203,13 @@ def test_language_prototypes_transform():
 LANGS = ["wo", "cy", "ar_pud"]
 
 
-def test_resolve_file():
-    assert resolve_file("ar_pud", ("test", "dev", "train")).treebank == "ar_pud"
-    wo = resolve_file("wo", ("test", "dev", "train"))
+def test_choose_file():
+    assert choose_file("ar_pud", ("test", "dev", "train")).treebank == "ar_pud"
+    wo = choose_file("wo", ("test", "dev", "train"))
     assert (wo.treebank, wo.split) == ("wo_wtb", "test")
-    assert resolve_file("wo", ("train", "dev", "test")).split == "train"
+    assert choose_file("wo", ("train", "dev", "test")).split == "train"
     with pytest.raises(KeyError):
-        resolve_file("not-a-language", ("test",))
+        choose_file("not-a-language", ("test",))
 
 
 def _check_outputs(result, out, layers, pipeline=False):
@@ -278,7 +279,7 @@ def test_study_tiny_gpt2_with_pipeline_and_eval(tiny_gpt2_dir, tmp_path, monkeyp
     pipe = nlp.add_pipe("concept_align", config={"model": {
         "@architectures": "spacy-concept-align.ConceptAligner.v1", "pos_hidden": 16, "pos_dim": 8, "rel_hidden": 16,
         "rel_dim": 8, "arc_hidden": 16, "encoder": encoder_cfg}})
-    pipe.decoder.set_prototypes(extract_features(resolve_file("en", ("train", "dev", "test")).path, pipe.encoder,
+    pipe.decoder.set_prototypes(extract_features(choose_file("en", ("train", "dev", "test")).path, pipe.encoder,
                                              max_sentences=20, progress=False), min_count=3)
     rows = [{"treebank": "wo_wtb", "lang": "wo", "concept_align (zero-shot)": {"upos": 40.0, "uas": 30.0, "las": 20.0}},
             {"treebank": "cy_ccg", "lang": "cy", "concept_align (zero-shot)": {"upos": 60.0, "uas": 50.0, "las": 30.0}},

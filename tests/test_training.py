@@ -9,7 +9,8 @@ from spacy_concept_align.encoders import FrozenEncoder
 from spacy_concept_align.feature_cache import extract_features
 from spacy_concept_align.architecture import concept_decoder
 from spacy_concept_align.decoder import concept_loss
-from spacy_concept_align.training import EpisodeSampler, EpisodeSettings, episode_scores, meta_train, one_cycle, pool_file
+from spacy_concept_align.training import EpisodeSampler, EpisodeSettings, episode_scores, meta_train, one_cycle
+from spacy_concept_align.corpus import choose_file
 
 
 pytestmark = pytest.mark.usefixtures("isolated_cache")
@@ -23,9 +24,9 @@ def pools(tiny_bert_dir):
 
 
 def test_pool_file_prefers_train_then_dev_then_test():
-    assert pool_file("wo").split == "train"
-    assert pool_file("en").split == "dev"  # this copy of UD has no en_ewt train file
-    assert pool_file("ar").split == "test"  # ar_padt is missing: the PUD test set remains
+    assert choose_file("wo").split == "train"
+    assert choose_file("en").split == "dev"  # this copy of UD has no en_ewt train file
+    assert choose_file("ar").split == "test"  # ar_padt is missing: the PUD test set remains
 
 
 @pytest.mark.parametrize("disjoint", [True, False])

@@ -20,7 +20,7 @@ The choices made here:
   (the prototype map applied to the source means).
 - Files: a studied language reads its test split if it has one, else dev, else train (most low-resource languages have
   only test; this is also the split evaluation scores); the source languages read the file the meta-trainer takes
-  prototypes from (`training.pool_file`: train, else dev, else test). A code may name a language ("ar": its largest
+  prototypes from (`corpus.choose_file`: train, else dev, else test). A code may name a language ("ar": its largest
   file of that split) or a treebank ("ar_pud"). The first `max_sentences` sentences of each file are used.
 """
 import json
@@ -33,7 +33,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 
-from ..corpus import TreebankFile, list_treebanks
+from ..concepts import class_sums
+from ..corpus import TEST_SPLITS, TRAIN_SPLITS, TreebankFile, choose_file
 from ..encoders import FrozenEncoder
 from ..features import FeatureSet
 from ..feature_cache import extract_features
@@ -97,10 +98,9 @@ def _class_sums(features: FeatureSet, task: str, transform: Optional[Callable]) 
     vectors, labels = task_vectors(features, task)
     keep = labels >= 0
     vectors = apply_transform(transform, vectors[keep])
-    n_classes = len(CONCEPTS[task])
-    sums = np.zeros((n_classes, vectors.shape[1]), np.float64)
-    np.add.at(sums, labels[keep], vectors)
-    return sums, np.bincount(labels[keep], minlength=n_classes).astype(np.int64)
+    sums, counts = class_sums(torch.from_numpy(np.asarray(vectors, np.float64)),
+                              torch.from_numpy(np.asarray(labels[keep], np.int64)), len(CONCEPTS[task]))
+    return sums.numpy(), counts.numpy().astype(np.int64)
 
 
 def pooled_prototypes(feature_sets: Sequence[FeatureSet], task: str, min_count: int = 1,
@@ -222,25 +222,6 @@ def pairwise(protos: Dict[str, Prototypes], min_count: int = 1, metric: str = "e
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Which file a language reads
-
-def resolve_file(code: str, splits: Sequence[str], data_dir: Optional[Path] = None) -> TreebankFile:
-    """The file of a language ("ar": its largest file of the first split present) or treebank ("ar_pud")."""
-    files = list_treebanks(data_dir)
-    by_treebank = [tb for tb in files if tb.treebank == code]
-    candidates = by_treebank or [tb for tb in files if tb.lang == code]
-    for split in splits:
-        matches = [tb for tb in candidates if tb.split == split]
-        if matches:
-            return max(matches, key=lambda tb: (tb.words, tb.treebank))
-    raise KeyError(f"No {'/'.join(splits)} file for {code!r} in the UD data directory")
-
-
-TARGET_SPLITS = ("test", "dev", "train")
-SOURCE_SPLITS = ("train", "dev", "test")  # as training.pool_file
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # The study
 
 def _get_pipe(pipeline):
@@ -303,8 +284,8 @@ def alignability_study(encoder_name: Optional[str], langs: Sequence[str], source
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
 
-    target_files = {lang: resolve_file(lang, TARGET_SPLITS, data_dir) for lang in langs}
-    source_files = {lang: resolve_file(lang, SOURCE_SPLITS, data_dir) for lang in source}
+    target_files = {lang: choose_file(lang, TEST_SPLITS, data_dir) for lang in langs}
+    source_files = {lang: choose_file(lang, TRAIN_SPLITS, data_dir) for lang in source}
     # The mean over "targets" leaves out the sources themselves unless nothing else is studied.
     targets = [lang for lang in langs if lang not in source and target_files[lang].lang not in source] or langs
 
@@ -350,8 +331,8 @@ def alignability_study(encoder_name: Optional[str], langs: Sequence[str], source
         "encoder": {"name": encoder_name, "pooling": pooling},
         "pipeline_encoder": dict(pipe.cfg["encoder"]) if pipe is not None else None,
         "settings": {"metric": metric, "method": method, "min_count": min_count, "max_sentences": max_sentences,
-                     "min_shared_concepts": MIN_SHARED, "target_splits": list(TARGET_SPLITS),
-                     "source_splits": list(SOURCE_SPLITS)},
+                     "min_shared_concepts": MIN_SHARED, "target_splits": list(TEST_SPLITS),
+                     "source_splits": list(TRAIN_SPLITS)},
         "langs": langs, "source": source, "targets_in_means": targets,
         "layers": layers, "default_layer": default_layer,
         "files": {lang: _file_info(tb, n_sentences[lang], tb.path in {s.path for s in source_files.values()})

@@ -8,10 +8,9 @@ from typing import Optional, Sequence
 from spacy.tokens import DocBin
 from spacy.vocab import Vocab
 
-from ..corpus import read_docs, read_conllu, sentences_to_doc, unannotated
+from ..corpus import choose_file, read_docs, read_conllu, sentences_to_doc, unannotated
 from ..encoders import truncated_model_dir
 from ..scoring import Labels
-from ..training import pool_file
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +24,7 @@ def prepare_corpus(output: Path, train_langs: Sequence[str], validation_langs: S
                                        ("dev", validation_langs, max_validation, ("dev",))):
         docs = DocBin(store_user_data=True)
         for lang in langs:
-            for doc in read_docs(pool_file(lang, data_dir, splits).path, Vocab(), n_sents=10, limit=limit):
+            for doc in read_docs(choose_file(lang, splits, data_dir).path, Vocab(), n_sents=10, limit=limit):
                 docs.add(doc)
         docs.to_disk(output / f"{name}.spacy")
         paths.append(output / f"{name}.spacy")
