@@ -42,11 +42,12 @@ ENCODER_DIR = "encoder"
     "concept_align",
     assigns=["token.pos", "token.dep", "token.head", "token.is_sent_start", "doc.sents", "doc._.concept_confidences"],
     default_config={"model": DEFAULT_MODEL, "overwrite": True, "lang": None, "save_encoder": False, "min_count": 10,
-                    "longest_tree": LONGEST_TREE, "adapt": {}, "scorer": {"@scorers": "spacy-concept-align.scorer.v1"}},
+                    "longest_tree": LONGEST_TREE, "adapt": {}, "adapt_unlabeled": {},
+                    "scorer": {"@scorers": "spacy-concept-align.scorer.v1"}},
     default_score_weights={"pos_acc": 0.5, "dep_las": 0.5, "dep_uas": 0.0, "dep_las_per_type": None},
 )
 def make_concept_align(nlp: Language, name: str, model: Model, overwrite: bool, lang: Optional[str],
-                       save_encoder: bool, min_count: int, longest_tree: int, adapt: dict,
+                       save_encoder: bool, min_count: int, longest_tree: int, adapt: dict, adapt_unlabeled: dict,
                        scorer: Optional[Callable]) -> "ConceptTaggerParser":
     """Create a concept_align component (no weights yet: spacy.load, initialize, or the shipped default on first use).
 
@@ -55,10 +56,11 @@ def make_concept_align(nlp: Language, name: str, model: Model, overwrite: bool, 
     save_encoder (bool): to_disk also writes the encoder (compact), so the saved pipeline loads with no network.
     min_count (int): a class needs this many examples to get a prototype at initialize.
     longest_tree (int): longer stretches without a sentence boundary are parsed in pieces of this many words.
-    adapt (dict): defaults for `adapt` (fields of spacy_concept_align.adapt.AdaptSettings).
+    adapt, adapt_unlabeled (dict): defaults for those methods (fields of adapt.AdaptSettings / UnlabeledSettings).
     """
     return ConceptTaggerParser(nlp.vocab, model, name, overwrite=overwrite, lang=lang, save_encoder=save_encoder,
-                               min_count=min_count, longest_tree=longest_tree, adapt=adapt, scorer=scorer)
+                               min_count=min_count, longest_tree=longest_tree, adapt=adapt,
+                               adapt_unlabeled=adapt_unlabeled, scorer=scorer)
 
 
 class ConceptTaggerParser(TrainablePipe):
@@ -66,12 +68,14 @@ class ConceptTaggerParser(TrainablePipe):
 
     def __init__(self, vocab: Vocab, model: Model, name: str = "concept_align", *, overwrite: bool = True,
                  lang: Optional[str] = None, save_encoder: bool = False, min_count: int = 10,
-                 longest_tree: int = LONGEST_TREE, adapt: Optional[dict] = None, scorer: Optional[Callable] = None):
+                 longest_tree: int = LONGEST_TREE, adapt: Optional[dict] = None,
+                 adapt_unlabeled: Optional[dict] = None, scorer: Optional[Callable] = None):
         ensure_extensions()
         self.vocab, self.model, self.name, self.scorer = vocab, model, name, scorer
         encoder = self.encoder
         self.cfg = {"overwrite": overwrite, "lang": lang, "save_encoder": save_encoder, "min_count": min_count,
-                    "longest_tree": longest_tree, "adapt": dict(adapt or {}), "meta": {},
+                    "longest_tree": longest_tree, "adapt": dict(adapt or {}),
+                    "adapt_unlabeled": dict(adapt_unlabeled or {}), "meta": {},
                     "encoder": {"name": encoder.name, "layer": encoder.layer, "pooling": encoder.pooling}}
         self._warned_langs: set = set()
 
@@ -209,7 +213,8 @@ class ConceptTaggerParser(TrainablePipe):
 
         self._ensure_weights()
         chunks = map(self.model.layers[0].predict, raw_sentences(texts, batch_size, self.cfg["longest_tree"]))
-        report = adapt_unlabeled(self.decoder, chunks, lang, UnlabeledSettings(**settings))
+        settings = UnlabeledSettings(**{**self.cfg["adapt_unlabeled"], **settings})
+        report = adapt_unlabeled(self.decoder, chunks, lang, settings)
         self._warned_langs.discard(lang)
         return report
 

@@ -451,3 +451,16 @@ def test_the_pipelines_own_language_is_the_last_fallback(trained, tiny_bert_dir,
     multilingual = _blank(tiny_bert_dir, nlp_lang="xx")
     multilingual.get_pipe("concept_align").from_bytes(pipe.to_bytes())
     assert _predictions([multilingual(text) for text in TEXTS]) == zero_shot
+
+
+def test_settings_reach_the_pipe_from_the_config(trained, tiny_bert_dir, ud_file):
+    """longest_tree and the adapt defaults come from [components.concept_align]; a call's settings win."""
+    nlp = _clone(trained[0], tiny_bert_dir, longest_tree=20, adapt={"adapt_arcs": False, "min_sentences": 1})
+    pipe = nlp.get_pipe("concept_align")
+    doc = nlp(" ".join(["word"] * 50))
+    assert sum(t.dep_ == "ROOT" for t in doc) == 3  # 50 words without a boundary: trees of at most 20
+    gold = read_docs(ud_file("wo_wtb", "dev"), nlp.vocab, limit=6)
+    pipe.adapt(gold, "wo")
+    assert "wo" in pipe.languages and "wo" not in pipe.decoder.language_arcs  # the config said no arcs
+    pipe.adapt(gold, "wo", adapt_arcs=True)
+    assert "wo" in pipe.decoder.language_arcs
