@@ -5,7 +5,6 @@ encoder.
 """
 
 import itertools
-import time
 
 import numpy as np
 import pytest
@@ -200,15 +199,25 @@ def test_small_and_degenerate_inputs():
         decode_tree(np.zeros((3, 3)))
 
 
-def test_decode_tree_speed():
+def test_decode_tree_on_long_sentences():
+    """Long sentences (speed is measured by `bench`, never asserted here): still one tree, the two methods reach the
+    same total (at 100 words), which lies between the best of many random trees and the unconstrained (greedy) maximum; a planted
+    tree that greedy already finds comes back unchanged."""
     rng = np.random.default_rng(0)
-    for n, budget in ((100, 1.0), (300, 5.0)):
+    for n in (100, 300):
         for kind in ("logprob", "ties", "rooty"):
             scores = random_scores(rng, n, kind)
-            t0 = time.perf_counter()
             heads = decode_tree(scores)
-            assert time.perf_counter() - t0 < budget
             assert is_tree(heads)
+            total = tree_score(scores, heads)
+            if n <= 100:  # (try_children runs one decoding per root child: seconds at 300 words with many)
+                assert total == pytest.approx(tree_score(scores, decode_tree(scores, method="try_children")), abs=1e-6)
+            assert total <= scores.max(axis=1).sum() + 1e-9
+            assert total >= max(tree_score(scores, random_tree(rng, n)) for _ in range(20))
+        gold = random_tree(rng, n)
+        scores = rng.normal(size=(n, n + 1))
+        scores[np.arange(n), gold] += 10.0
+        assert np.array_equal(decode_tree(scores), gold)
 
 
 # --------------------------------------------------------------------------
