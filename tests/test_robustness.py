@@ -1,6 +1,7 @@
 """Text nobody has seen, broken files, tampered models, several processes: the pipeline keeps working or says why.
 
-Generated text runs through the real shipped pipeline (offline multilingual-e5-small + the default weights).
+Generated text runs through the real shipped pipeline (offline multilingual-e5-small + the default weights: marked
+slow) and, fewer examples of it, through the small saved pipeline on the tiny random BERT (the fast tier).
 """
 import pickle
 import shutil
@@ -23,6 +24,7 @@ from spacy_concept_align.component import LONGEST_TREE
 from spacy_concept_align.validate import validate_conllu
 
 runner = CliRunner()
+DATA = Path(__file__).parent / "data"
 SPACY_DEPS = {"ROOT"} | set(DEPRELS)
 
 # Fragments text in the wild is made of: scripts, emoji (with modifiers and joiners), invisible and control
@@ -70,6 +72,14 @@ def nlp(offline_encoder_dir):
     return nlp
 
 
+@pytest.fixture(scope="module")
+def tiny_nlp(tiny_pipeline_dir):
+    """The small saved pipeline (tiny random BERT) behind a sentencizer: the same code paths, no real encoder."""
+    nlp = spacy.load(tiny_pipeline_dir)
+    nlp.add_pipe("sentencizer", first=True)
+    return nlp
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Text
 
@@ -77,6 +87,7 @@ GENERATED = settings(max_examples=150, deadline=None, derandomize=True, database
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
+@pytest.mark.slow
 @GENERATED
 @given(text=texts)
 def test_generated_text_gives_trees(nlp, text):
@@ -85,6 +96,27 @@ def test_generated_text_gives_trees(nlp, text):
     assert_well_formed(doc)
 
 
+FEW_GENERATED = settings(GENERATED, max_examples=100)
+
+
+@FEW_GENERATED
+@given(text=texts)
+def test_generated_text_gives_trees_tiny_pipeline(tiny_nlp, text):
+    doc = tiny_nlp(text)
+    assert doc.text == text
+    assert_well_formed(doc)
+
+
+@FEW_GENERATED
+@given(words=words, data=st.data())
+def test_generated_words_give_trees_tiny_pipeline(tiny_nlp, words, data):
+    spaces = data.draw(st.lists(st.booleans(), min_size=len(words), max_size=len(words)))
+    doc = tiny_nlp.get_pipe("concept_align")(Doc(tiny_nlp.vocab, words=words, spaces=spaces))
+    assert len(doc) == len(words)
+    assert_well_formed(doc)
+
+
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(text=texts)
@@ -96,6 +128,7 @@ def test_generated_text_through_a_shipped_in_language_adaptation(nlp, text):
     assert_well_formed(doc)
 
 
+@pytest.mark.slow
 @GENERATED
 @given(words=words, data=st.data())
 def test_generated_words_give_trees(nlp, words, data):
@@ -105,9 +138,20 @@ def test_generated_words_give_trees(nlp, words, data):
     assert_well_formed(doc)
 
 
-@pytest.mark.parametrize("text", ["", " ", "   \n\t ", "\u200b", "👍", "\x00", "x" * 5000, "ሰላም"])
+EDGE_TEXTS = ["", " ", "   \n\t ", "\u200b", "👍", "\x00", "x" * 5000, "ሰላም"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("text", EDGE_TEXTS)
 def test_edge_texts(nlp, text):
     doc = nlp(text)
+    assert doc.text == text
+    assert_well_formed(doc)
+
+
+@pytest.mark.parametrize("text", EDGE_TEXTS)
+def test_edge_texts_tiny_pipeline(tiny_nlp, text):
+    doc = tiny_nlp(text)
     assert doc.text == text
     assert_well_formed(doc)
 
@@ -132,7 +176,11 @@ def _annotation(docs):
 
 
 def _real_docs(vocab, per_language=8):
-    sentences = [s for code in ("wo", "he", "hi", "ja") for s in read_conllu(find_treebank(code, "test").path)[:per_language]]
+    """Real sentences in four scripts: the samples in tests/data, and Hebrew from the shared data (its licence, CC
+    BY-NC-SA, keeps it out of the repository)."""
+    files = [DATA / "wo_wtb-dev-sample.conllu", find_treebank("he", "test").path, DATA / "hi_pud-test-sample.conllu",
+             DATA / "ja_gsd-dev-sample.conllu"]
+    sentences = [s for path in files for s in read_conllu(path)[:per_language]]
     return [unannotated(sentences_to_doc(vocab, [s])) for s in sentences]
 
 
@@ -145,6 +193,7 @@ def test_n_process_2_equals_serial(nlp):
     assert len({tag for doc in serial for tag, _, _ in doc}) > 5
 
 
+@pytest.mark.slow
 def test_two_runs_give_identical_output(offline_encoder_dir):
     runs = []
     for _ in range(2):
@@ -154,8 +203,9 @@ def test_two_runs_give_identical_output(offline_encoder_dir):
     assert runs[0] == runs[1]
 
 
+@pytest.mark.slow
 def test_adaptation_is_deterministic(offline_encoder_dir):
-    support = read_docs(find_treebank("wo", "train").path, spacy.blank("xx").vocab, limit=5)
+    support = read_docs(DATA / "wo_wtb-dev-sample.conllu", spacy.blank("xx").vocab, limit=5)
     states = []
     for _ in range(2):
         torch.manual_seed(0)
@@ -171,8 +221,8 @@ def test_adaptation_is_deterministic(offline_encoder_dir):
 # Adaptation input
 
 @pytest.fixture(scope="module")
-def adapt_support(nlp):
-    return read_docs(find_treebank("wo", "train").path, nlp.vocab, limit=5)
+def adapt_support():
+    return read_docs(DATA / "wo_wtb-dev-sample.conllu", spacy.blank("xx").vocab, limit=5)
 
 
 def _snapshot(pipe):
@@ -192,13 +242,14 @@ def _with_relation(docs, dep):
     return docs
 
 
+@pytest.mark.parametrize("pipeline", [pytest.param("nlp", marks=pytest.mark.slow), "tiny_nlp"])
 @pytest.mark.parametrize("case,message", [
     ("none", "at least one non-empty annotated sentence"),
     ("unannotated", "needs annotated sentences"),
     ("non-ud-relation", "relation 'subjecty'"),  # (spaCy itself refuses a non-UD token.pos_; see test_corpus)
 ])
-def test_bad_adaptation_input_fails_and_changes_nothing(nlp, adapt_support, case, message):
-    pipe = nlp.get_pipe("concept_align")
+def test_bad_adaptation_input_fails_and_changes_nothing(request, pipeline, adapt_support, case, message):
+    pipe = request.getfixturevalue(pipeline).get_pipe("concept_align")
     examples = {"none": lambda: [], "unannotated": lambda: [unannotated(d) for d in adapt_support],
                 "non-ud-relation": lambda: _with_relation(adapt_support, "subjecty")}[case]()
     before = _snapshot(pipe)
