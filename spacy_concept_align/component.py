@@ -48,7 +48,7 @@ ENCODER_DIR = "encoder"
 )
 def make_concept_align(nlp: Language, name: str, model: Model, overwrite: bool, lang: Optional[str],
                        save_encoder: bool, min_count: int, longest_tree: int, adapt: dict, adapt_unlabeled: dict,
-                       scorer: Optional[Callable]) -> "ConceptTaggerParser":
+                       scorer: Optional[Callable], init_weights: Optional[str] = None) -> "ConceptTaggerParser":
     """Create a concept_align component (no weights yet: spacy.load, initialize, or the shipped default on first use).
 
     model (Model): from spacy-concept-align.TaggerParser.v1. overwrite (bool): replace existing POS / parse.
@@ -57,6 +57,8 @@ def make_concept_align(nlp: Language, name: str, model: Model, overwrite: bool, 
     min_count (int): a class needs this many examples to get a prototype at initialize.
     longest_tree (int): longer stretches without a sentence boundary are parsed in pieces of this many words.
     adapt, adapt_unlabeled (dict): defaults for those methods (fields of adapt.AdaptSettings / UnlabeledSettings).
+    init_weights: ignored; kept so that pipelines saved by 0.1.0, whose configs set it, still load (weights come
+        from from_disk or initialize).
     """
     return ConceptTaggerParser(nlp.vocab, model, name, overwrite=overwrite, lang=lang, save_encoder=save_encoder,
                                min_count=min_count, longest_tree=longest_tree, adapt=adapt,

@@ -466,3 +466,14 @@ def test_settings_reach_the_pipe_from_the_config(trained, tiny_bert_dir, sample_
     assert "wo" in pipe.languages and "wo" not in pipe.decoder.language_arcs  # the config said no arcs
     pipe.adapt(gold, "wo", adapt_arcs=True)
     assert "wo" in pipe.decoder.language_arcs
+
+
+def test_pipelines_saved_by_earlier_versions_still_load(trained, tmp_path):
+    """Their configs name the architecture spacy-concept-align.ConceptAligner.v1 and carry `init_weights`."""
+    trained[0].to_disk(tmp_path / "old")
+    config = (tmp_path / "old" / "config.cfg").read_text()
+    config = config.replace("spacy-concept-align.TaggerParser.v1", "spacy-concept-align.ConceptAligner.v1")
+    config = config.replace("init_weights = null", 'init_weights = "default"')
+    (tmp_path / "old" / "config.cfg").write_text(config)
+    assert 'init_weights = "default"' in config and "ConceptAligner.v1" in config
+    assert _predictions(spacy.load(tmp_path / "old").pipe(TEXTS)) == _predictions(trained[0].pipe(TEXTS))
