@@ -15,14 +15,14 @@ STRANGE = "Dafa tàng\tlool .\nNdax\u00a0dinga  ñëw ?\n\u200b\n😀 ok\u3000ye
 
 
 @pytest.fixture
-def shards(tmp_path, ud_file):
+def shards(tmp_path, sample_file):
     """Four inputs: plain text with strange spaces, JSONL, a CoNLL-U piece of a real treebank, text with a tab."""
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "a.txt").write_text(STRANGE, encoding="utf-8")
     (folder / "b.jsonl").write_text('{"text": "Jërëjëf waay ."}\n\n{"text": "Naka nga def ?", "lang": "wo"}\n',
                                     encoding="utf-8")
-    blocks = ud_file("wo_wtb", "test").read_text(encoding="utf-8").split("\n\n")[:5]
+    blocks = sample_file("wo_wtb").read_text(encoding="utf-8").split("\n\n")[:5]
     (folder / "c.conllu").write_text("\n\n".join(blocks) + "\n\n", encoding="utf-8")
     (folder / "d").write_text("first\tline has a tab\nsecond line\n", encoding="utf-8")
     return sorted(folder.iterdir())
@@ -57,7 +57,12 @@ def test_a_rerun_skips_done_shards_and_reports_a_bad_one(tiny_pipeline_dir, shar
     assert "missing.txt" in second[-1].error and not (tmp_path / "out" / "missing.jsonl").exists()
     records = [json.loads(line) for line in (tmp_path / "out" / "b.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["text"] for r in records] == ["Jërëjëf waay .", "Naka nga def ?"]
-    assert all("pos" in t and "head" in t for r in records for t in r["tokens"])
+    # The JSONL holds the pipeline's own annotation of each text (what nlp(text) gives).
+    nlp = spacy.load(tiny_pipeline_dir)
+    for record in records:
+        expected = [(t.text, t.pos_, t.head.i, t.dep_) for t in nlp(record["text"])]
+        got = [(record["text"][t["start"]:t["end"]], t["pos"], t["head"], t["dep"]) for t in record["tokens"]]
+        assert got == expected
 
 
 def test_spacy_output_loads_as_docs(tiny_pipeline_dir, shards, tmp_path):
@@ -72,23 +77,46 @@ def test_one_shared_stem_is_an_error(tmp_path):
         shard_targets([tmp_path / "x" / "a.txt", tmp_path / "y" / "a.jsonl"], tmp_path / "out", ".conllu")
 
 
-@pytest.mark.parametrize("content,fmt,message", [
-    (b'{"text": "ok"}\n[1, 2]\n', "jsonl", 'b.jsonl:2: expected a JSON object with a "text" string'),
-    (b"fine\n\xff\xfe broken\n", "text", "b.jsonl:2: not UTF-8 text"),
-    (b"1\tw\t_\tNOUN\t_\t_\tx\tdep\t_\t_\n\n", "conllu", "b.jsonl:1: HEAD must be a non-negative integer"),
-])
-def test_input_errors_are_one_line_with_file_and_line(tiny_pipeline_dir, tmp_path, content, fmt, message):
+def _tag_command(args, how, monkeypatch, capsys):
+    """(exit status, stderr) of `python -m spacy_concept_align ARGS`: in a new process, or its entry point in this
+    one (the same main(), without a second interpreter's start-up)."""
+    if how == "process":
+        run = subprocess.run([sys.executable, "-m", "spacy_concept_align"] + args, capture_output=True, text=True)
+        return run.returncode, run.stderr
+    from spacy_concept_align.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["python -m spacy_concept_align"] + args)
+    with pytest.raises(SystemExit) as exit:
+        main(prog_name="python -m spacy_concept_align")
+    return exit.value.code, capsys.readouterr().err
+
+
+INPUT_ERRORS = [
+    ("jsonl", b'{"text": "ok"}\n[1, 2]\n', "jsonl", 'b.jsonl:2: expected a JSON object with a "text" string'),
+    ("text", b"fine\n\xff\xfe broken\n", "text", "b.jsonl:2: not UTF-8 text"),
+    ("conllu", b"1\tw\t_\tNOUN\t_\t_\tx\tdep\t_\t_\n\n", "conllu", "b.jsonl:1: HEAD must be a non-negative integer"),
+]
+
+
+@pytest.mark.parametrize("content,fmt,message,how", [
+    pytest.param(content, fmt, message, how, id=f"{name}-{how}",
+                 # one new process in the fast tier; each start of an interpreter with torch costs seconds
+                 marks=pytest.mark.slow if how == "process" and name != "conllu" else ())
+    for how in ("in-process", "process") for name, content, fmt, message in INPUT_ERRORS])
+def test_input_errors_are_one_line_with_file_and_line(tiny_pipeline_dir, tmp_path, monkeypatch, capsys, content, fmt,
+                                                      message, how):
     bad = tmp_path / "b.jsonl"
     bad.write_bytes(content)
     out = tmp_path / "out.conllu"
-    run = subprocess.run([sys.executable, "-m", "spacy_concept_align", "tag", str(bad), "-o", str(out), "--format", fmt,
-                          "--pipeline", str(tiny_pipeline_dir)], capture_output=True, text=True)
-    assert run.returncode == 1
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path}/{message}"), run.stderr
+    status, stderr = _tag_command(["tag", str(bad), "-o", str(out), "--format", fmt, "--pipeline",
+                                   str(tiny_pipeline_dir)], how, monkeypatch, capsys)
+    assert status == 1
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path}/{message}"), stderr
     assert not out.exists()
 
 
+@pytest.mark.slow  # starts a local Ray (about 20 s)
 def test_ray_equals_serial(tiny_pipeline_dir, shards, tmp_path):
     pytest.importorskip("ray.data", reason="the ray extra is not installed")
     import ray
