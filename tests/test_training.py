@@ -16,10 +16,12 @@ from spacy_concept_align.corpus import choose_file
 pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def pools(tiny_bert_dir):
+    """40 sentences each of three languages from the tiny BERT, computed once per module (episodes only select)."""
     encoder = FrozenEncoder(str(tiny_bert_dir), 2)
-    return {lang: extract_features(find_treebank(lang, "dev").path, encoder, max_sentences=40, progress=False)
+    return {lang: extract_features(find_treebank(lang, "dev").path, encoder, max_sentences=40, use_cache=False,
+                                   progress=False)
             for lang in ("en", "de", "fr")}
 
 
