@@ -26,6 +26,23 @@ ROUND_TRIP = [
     ("ca_ancora", "test"), ("fr_gsd", "dev"), ("de_gsd", "dev"), ("en_ewt", "dev"), ("sv_talbanken", "dev"),
     ("ja_gsd", "dev"), ("ar_pud", "test"), ("wo_wtb", "dev"),
 ]
+# The same checks on the samples in tests/data (a few sentences each, chosen to hold MWTs and empty nodes too): the
+# fast tier; the whole treebanks are marked slow.
+ROUND_TRIP_SAMPLES = ["fr_gsd", "en_ewt", "sv_talbanken", "ja_gsd", "ar_pud", "wo_wtb"]
+
+
+def _files(samples, whole):
+    """Parameters: ("sample", treebank) for tests/data samples, ("shared", code, split) for whole files (slow)."""
+    return [pytest.param(("sample", tb), id=f"{tb}-sample") for tb in samples] + [
+        pytest.param(("shared", code, split), id=f"{code}-{split}", marks=pytest.mark.slow) for code, split in whole]
+
+
+@pytest.fixture
+def corpus_file(sample_file, ud_file):
+    def get(which):
+        return sample_file(which[1]) if which[0] == "sample" else ud_file(which[1], which[2])
+
+    return get
 
 
 def _columns(sentence):
@@ -41,6 +58,7 @@ def _lines_of_kind(path: Path, kind: str):
     raise ValueError(kind)
 
 
+@pytest.mark.slow
 def test_round_trip_files_cover_mwt_and_empty_nodes(ud_file):
     """The files below really exercise multiword tokens and empty nodes (else the round trips prove less)."""
     assert _lines_of_kind(ud_file("ca_ancora", "test"), "mwt")
@@ -49,14 +67,24 @@ def test_round_trip_files_cover_mwt_and_empty_nodes(ud_file):
     assert _lines_of_kind(ud_file("sv_talbanken", "dev"), "empty")
 
 
-@pytest.mark.parametrize("code,split", ROUND_TRIP)
-def test_round_trip_whole_treebank(code, split, ud_file, tmp_path):
+def test_samples_cover_mwt_and_empty_nodes(sample_file):
+    """The samples the fast tier round-trips hold multiword tokens and empty nodes too."""
+    for treebank in ("fr_gsd", "wo_wtb", "en_ewt"):
+        assert _lines_of_kind(sample_file(treebank), "mwt"), treebank
+    for treebank in ("en_ewt", "sv_talbanken"):
+        assert _lines_of_kind(sample_file(treebank), "empty"), treebank
+    assert "UnidicInfo=,＝,=,=" in sample_file("ja_gsd").read_text(encoding="utf-8")  # a MISC value holding "="
+
+
+@pytest.mark.parametrize("which", _files(ROUND_TRIP_SAMPLES, ROUND_TRIP))
+def test_round_trip(which, corpus_file, tmp_path):
     """read_docs -> write_conllu (no originals) -> read_conllu keeps FORM, UPOS, HEAD and the universal DEPREL."""
-    path = ud_file(code, split)
+    path = corpus_file(which)
+    code = which[1]
     gold = read_conllu(path)
     docs = read_docs(path, Vocab(), n_sents=7)
     assert sum(len(doc) for doc in docs) == sum(map(len, gold))
-    out = tmp_path / f"{code}-{split}.conllu"
+    out = tmp_path / f"{code}-out.conllu"
     write_conllu(docs, out)
     back = read_conllu(out)
     assert len(back) == len(gold)
@@ -94,11 +122,11 @@ def _write_gold_over_originals(path: Path, out: Path) -> str:
 
 
 # These files' comments are all "# key = value" lines (checked by the test itself).
-@pytest.mark.parametrize("code,split", [("en_ewt", "dev"), ("ar_pud", "test"), ("wo_wtb", "dev"), ("sv_talbanken", "dev"),
-                                        ("fr_gsd", "dev")])
-def test_write_with_originals_keeps_the_file(code, split, ud_file, tmp_path):
+@pytest.mark.parametrize("which", _files(["en_ewt", "ar_pud", "wo_wtb", "sv_talbanken", "fr_gsd"], [
+    ("en_ewt", "dev"), ("ar_pud", "test"), ("wo_wtb", "dev"), ("sv_talbanken", "dev"), ("fr_gsd", "dev")]))
+def test_write_with_originals_keeps_the_file(which, corpus_file, tmp_path):
     """With originals, the file's own lines survive (comments, MWT ranges, empty nodes, LEMMA, XPOS, FEATS, MISC)."""
-    path = ud_file(code, split)
+    path, code = corpus_file(which), which[1]
     text = path.read_text(encoding="utf-8")
     assert all(" = " in line for line in text.splitlines() if line.startswith("#"))
     written = _write_gold_over_originals(path, tmp_path / "out.conllu")
@@ -109,11 +137,19 @@ def test_write_with_originals_keeps_the_file(code, split, ud_file, tmp_path):
         assert _lines_of_kind(tmp_path / "out.conllu", "empty") == _lines_of_kind(path, "empty")
 
 
-@pytest.mark.parametrize("code,split", [("ca_ancora", "test"), ("ja_gsd", "dev")])
-def test_write_with_originals_keeps_every_other_byte(code, split, ud_file, tmp_path):
-    """Free-form comments (ca_ancora's "# orig_file_sentence 001#1") and MISC values holding "=" (ja_gsd's
-    "UnidicInfo=,＝,=,=,...") survive: only UPOS, HEAD, DEPREL and DEPS of word lines are rewritten."""
-    path = ud_file(code, split)
+@pytest.mark.parametrize("which", _files(["ja_gsd"], [("ca_ancora", "test"), ("ja_gsd", "dev")]) + [
+    pytest.param(("free-form", "fr_gsd"), id="fr_gsd-sample-free-form-comments")])
+def test_write_with_originals_keeps_every_other_byte(which, corpus_file, sample_file, tmp_path):
+    """Free-form comments (ca_ancora's "# orig_file_sentence 001#1"; in the fast tier, the same kind added to the
+    fr_gsd sample) and MISC values holding "=" (ja_gsd's "UnidicInfo=,＝,=,=,...") survive: only UPOS, HEAD, DEPREL
+    and DEPS of word lines are rewritten."""
+    if which[0] == "free-form":
+        text = sample_file(which[1]).read_text(encoding="utf-8")
+        path = tmp_path / "fr_gsd-free-form.conllu"
+        path.write_text(text.replace("\n# text = ", "\n# orig_file_sentence 001#1\n# text = "), encoding="utf-8")
+        assert "# orig_file_sentence 001#1\n" in path.read_text(encoding="utf-8")
+    else:
+        path = corpus_file(which)
     written = _write_gold_over_originals(path, tmp_path / "out.conllu")
     assert written.strip("\n") == _expected_with_originals(path.read_text(encoding="utf-8"))
     assert _lines_of_kind(tmp_path / "out.conllu", "mwt") == _lines_of_kind(path, "mwt")
@@ -125,9 +161,9 @@ def read_docs_group(vocab, group):
     return sentences_to_doc(vocab, group, "xx")
 
 
-def test_write_with_originals_writes_the_docs_annotation(ud_file, tmp_path):
+def test_write_with_originals_writes_the_docs_annotation(sample_file, tmp_path):
     """The replaced columns come from the Doc (not the originals): change a POS, a head and a relation."""
-    path = ud_file("en_ewt", "dev")
+    path = sample_file("en_ewt")
     sentences = read_conllu(path)[:3]
     doc = read_docs_group(Vocab(), sentences)
     # Sentence 1: make every word's POS "X" and attach the last word (punctuation) to the first word as "dep".
@@ -145,9 +181,9 @@ def test_write_with_originals_writes_the_docs_annotation(ud_file, tmp_path):
     assert _columns(back[1]) == _columns(sentences[1]) and _columns(back[2]) == _columns(sentences[2])
 
 
-def test_write_with_originals_does_not_change_the_originals(ud_file, tmp_path):
+def test_write_with_originals_does_not_change_the_originals(sample_file, tmp_path):
     """Writing over originals must not edit them: they can be written again (or evaluated) afterwards."""
-    path = ud_file("en_ewt", "dev")
+    path = sample_file("en_ewt")
     sentences = read_conllu(path)[:4]
     before = [list(s.lines) for s in sentences]
     doc = read_docs_group(Vocab(), sentences)
@@ -157,10 +193,11 @@ def test_write_with_originals_does_not_change_the_originals(ud_file, tmp_path):
     assert [list(s.lines) for s in sentences] == before
 
 
-@pytest.mark.parametrize("code,split", [("en_ewt", "dev"), ("ja_gsd", "dev"), ("ar_pud", "test")])
-def test_doc_text_equals_text_metadata(code, split, ud_file):
+@pytest.mark.parametrize("which", _files(["en_ewt", "ja_gsd", "ar_pud"],
+                                          [("en_ewt", "dev"), ("ja_gsd", "dev"), ("ar_pud", "test")]))
+def test_doc_text_equals_text_metadata(which, corpus_file):
     """SpaceAfter=No (and MWT ranges) give the sentence's `# text` for every sentence of the treebank."""
-    path = ud_file(code, split)
+    path = corpus_file(which)
     sentences = read_conllu(path)
     docs = read_docs(path, Vocab(), n_sents=1)
     assert len(docs) == len(sentences)
@@ -343,8 +380,8 @@ def test_unreadable_files(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 # Atomic writing
 
-def test_failed_write_leaves_nothing_behind(ud_file, tmp_path):
-    path = ud_file("en_ewt", "dev")
+def test_failed_write_leaves_nothing_behind(sample_file, tmp_path):
+    path = sample_file("en_ewt")
     sentences = read_conllu(path)[:3]
     doc = read_docs_group(Vocab(), sentences)
     out_dir = tmp_path / "out"
@@ -355,8 +392,8 @@ def test_failed_write_leaves_nothing_behind(ud_file, tmp_path):
     assert not out_dir.exists() or list(out_dir.iterdir()) == []
 
 
-def test_failed_write_keeps_the_previous_file(ud_file, tmp_path):
-    path = ud_file("en_ewt", "dev")
+def test_failed_write_keeps_the_previous_file(sample_file, tmp_path):
+    path = sample_file("en_ewt")
     sentences = read_conllu(path)[:3]
     doc = read_docs_group(Vocab(), sentences)
     out = tmp_path / "pred.conllu"
@@ -409,8 +446,8 @@ def test_find_treebank_by_code_and_language():
 # ---------------------------------------------------------------------------------------------------------------
 # The registered reader
 
-def test_registered_reader_yields_unannotated_predicted_docs(ud_file):
-    path = ud_file("wo_wtb", "dev")
+def test_registered_reader_yields_unannotated_predicted_docs(sample_file):
+    path = sample_file("wo_wtb")
     make_reader = registry.readers.get("spacy-concept-align.UDCorpus.v1")
     reader = make_reader(path=path, n_sents=4, limit=10)
     nlp = spacy.blank("xx")
@@ -429,9 +466,9 @@ def test_registered_reader_yields_unannotated_predicted_docs(ud_file):
     assert sum(len(list(eg.reference.sents)) for eg in examples) == 10
 
 
-def test_registered_reader_on_a_directory(tmp_path, ud_file):
+def test_registered_reader_on_a_directory(tmp_path, sample_file):
     for code in ("wo_wtb", "ja_gsd"):
-        src = ud_file(code, "dev")
+        src = sample_file(code)
         (tmp_path / src.name).symlink_to(src)
     reader = registry.readers.get("spacy-concept-align.UDCorpus.v1")(path=tmp_path, n_sents=5, limit=5)
     examples = list(reader(spacy.blank("xx")))
