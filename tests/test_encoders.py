@@ -31,12 +31,11 @@ def bert(tiny_bert_dir):
 
 
 @pytest.fixture(scope="module")
-def ud_sentences(ud_file):
-    """A few real sentences in several scripts."""
+def ud_sentences(sample_file):
+    """A few real sentences in several scripts (the first 5 of each treebank's sample in tests/data)."""
     result = []
-    for code, split in [("en_ewt", "dev"), ("ja_gsd", "dev"), ("ar_pud", "test"), ("am_att", "test"), ("ko_kaist", "dev"),
-                        ("wo_wtb", "dev")]:
-        result += [s.words for s in read_conllu(ud_file(code, split))[:5]]
+    for code in ("en_ewt", "ja_gsd", "ar_pud", "am_att", "ko_kaist", "wo_wtb"):
+        result += [s.words for s in read_conllu(sample_file(code))[:5]]
     return result
 
 
@@ -215,8 +214,8 @@ def test_width_without_loading_weights(tiny_bert_dir, tiny_gpt2_dir):
 
 
 @pytest.mark.slow
-def test_offline_encoder_first_pooling_never_picks_a_bare_space(offline_encoder_dir, ud_file):
-    sentences = [s.words for s in read_conllu(ud_file("ja_gsd", "dev"))[:3]]
+def test_offline_encoder_first_pooling_never_picks_a_bare_space(offline_encoder_dir, sample_file):
+    sentences = [s.words for s in read_conllu(sample_file("ja_gsd"))[:3]]
     encoder = FrozenEncoder(str(offline_encoder_dir), 6, pooling="first")
     tokens_with_bare = 0
     for words in sentences:

@@ -12,7 +12,7 @@ from spacy_concept_align.labels import DEPREL_ID, UPOS_ID
 from spacy_concept_align.paths import CACHE_ENV
 
 
-N = 12  # sentences per file: keep the tiny encoder's work small
+N = 12  # sentences per file (the whole wo_wtb sample in tests/data): keep the tiny encoder's work small
 
 
 @pytest.fixture
@@ -40,8 +40,8 @@ def _feature_dirs(cache):
     return sorted(p for p in (cache / "features").glob("*/*") if p.is_dir())
 
 
-def test_cache_miss_then_hit(cache, counting_encoder, ud_file):
-    path = ud_file("wo_wtb", "dev")
+def test_cache_miss_then_hit(cache, counting_encoder, sample_file):
+    path = sample_file("wo_wtb")
     first = extract_features(path, counting_encoder, max_sentences=N, progress=False)
     assert counting_encoder.calls == [N]
     (target,) = _feature_dirs(cache)
@@ -60,8 +60,8 @@ def test_cache_miss_then_hit(cache, counting_encoder, ud_file):
     assert second.lang == first.lang == "wo"
 
 
-def test_labels_match_read_conllu(cache, counting_encoder, ud_file):
-    path = ud_file("ja_gsd", "dev")
+def test_labels_match_read_conllu(cache, counting_encoder, sample_file):
+    path = sample_file("ja_gsd")
     sentences = read_conllu(path)[:N]
     features = extract_features(path, counting_encoder, max_sentences=N, progress=False)
     assert len(features) == N and features.n_words == sum(map(len, sentences))
@@ -77,8 +77,8 @@ def test_labels_match_read_conllu(cache, counting_encoder, ud_file):
     np.testing.assert_allclose(got_root, root, atol=1e-5)
 
 
-def test_max_sentences_and_encoder_change_the_key(cache, counting_encoder, tiny_bert_dir, ud_file):
-    path = ud_file("wo_wtb", "dev")
+def test_max_sentences_and_encoder_change_the_key(cache, counting_encoder, tiny_bert_dir, sample_file):
+    path = sample_file("wo_wtb")
     extract_features(path, counting_encoder, max_sentences=N, progress=False)
     small = extract_features(path, counting_encoder, max_sentences=5, progress=False)
     assert counting_encoder.calls == [N, 5] and len(small) == 5
@@ -88,8 +88,8 @@ def test_max_sentences_and_encoder_change_the_key(cache, counting_encoder, tiny_
     assert len(list((cache / "features").iterdir())) == 2  # one folder per encoder fingerprint
 
 
-def test_a_folder_without_meta_is_not_trusted(cache, counting_encoder, ud_file):
-    path = ud_file("wo_wtb", "dev")
+def test_a_folder_without_meta_is_not_trusted(cache, counting_encoder, sample_file):
+    path = sample_file("wo_wtb")
     good = extract_features(path, counting_encoder, max_sentences=N, progress=False)
     (target,) = _feature_dirs(cache)
     # Simulate a write that died after the arrays but before meta.json: garbage arrays, no meta.json.
@@ -105,9 +105,9 @@ def test_a_folder_without_meta_is_not_trusted(cache, counting_encoder, ud_file):
     assert _feature_dirs(cache) == [target]  # no temporary folder is left behind
 
 
-def test_use_cache_false_writes_nothing(cache, counting_encoder, ud_file):
-    extract_features(ud_file("wo_wtb", "dev"), counting_encoder, max_sentences=3, use_cache=False, progress=False)
-    extract_features(ud_file("wo_wtb", "dev"), counting_encoder, max_sentences=3, use_cache=False, progress=False)
+def test_use_cache_false_writes_nothing(cache, counting_encoder, sample_file):
+    extract_features(sample_file("wo_wtb"), counting_encoder, max_sentences=3, use_cache=False, progress=False)
+    extract_features(sample_file("wo_wtb"), counting_encoder, max_sentences=3, use_cache=False, progress=False)
     assert counting_encoder.calls == [3, 3]
     assert not (cache / "features").exists()
 
@@ -161,8 +161,8 @@ def test_select_by_hand():
     assert len(empty) == 0 and empty.n_words == 0
 
 
-def test_select_from_memory_mapped_cache(cache, counting_encoder, ud_file):
-    path = ud_file("wo_wtb", "dev")
+def test_select_from_memory_mapped_cache(cache, counting_encoder, sample_file):
+    path = sample_file("wo_wtb")
     extract_features(path, counting_encoder, max_sentences=N, progress=False)
     cached = extract_features(path, counting_encoder, max_sentences=N, progress=False)
     picked = cached.select([4, 1])
