@@ -4,6 +4,8 @@ import json
 import numpy as np
 import pytest
 
+from spacy_concept_align.corpus import find_treebank, read_conllu
+from spacy_concept_align.feature_cache import extract_features
 from spacy_concept_align.scoring import conll18_scores
 from spacy_concept_align.research.evaluation import relabel_root, evaluate, markdown_table, write_report
 from spacy_concept_align.features import FeatureSet
@@ -80,9 +82,23 @@ def test_evaluate_and_learning_curve_end_to_end(mini_pipeline):
     result = evaluate(mini_pipeline, only=["wo_wtb", "tl_trg", "en"], progress=False)
     assert [r["treebank"] for r in result["rows"]] == ["tl_trg", "wo_wtb"]  # en was a training language
     assert set(result["systems"]) == {"concept_align (zero-shot)", "prototypes only", "linear probe (pooled sources)"}
+    pipe = mini_pipeline.get_pipe("concept_align")
     for row in result["rows"]:
+        test_file = find_treebank(row["treebank"], "test").path
+        assert row["words"] == sum(len(s) for s in read_conllu(test_file))  # every word of the test split
         for system in result["systems"]:
-            assert 0 <= row[system]["las"] <= row[system]["uas"] <= 100
+            scores = row[system]
+            assert scores["las"] <= min(scores["uas"], scores["label_acc"])  # head and label right <= either alone
+        # The zero-shot row is the pipeline's own prediction on that file, scored.
+        features = extract_features(test_file, pipe.encoder, use_cache=False, progress=False)
+        expected = conll18_scores(features, *pipe.decoder.predict(features)[:3])
+        zero_shot = row["concept_align (zero-shot)"]
+        assert [zero_shot[k] for k in ("upos", "uas", "las")] == pytest.approx([expected.upos, expected.uas, expected.las])
+        # Tag and head both right (what the calibration counts) happens no more often than either alone, and at
+        # least as often as the two must overlap.
+        both = row["calibration"]["accuracy"]
+        assert max(0.0, zero_shot["upos"] + zero_shot["uas"] - 100) - 1e-6 <= both <= min(zero_shot["upos"],
+                                                                                          zero_shot["uas"]) + 1e-6
     curve = learning_curve(mini_pipeline, ks=(0, 5), seeds=(0,), only=["wo"], max_test=40)
     assert {(r["k"], r["treebank"]) for r in curve["rows"]} == {(0, "wo_wtb"), (5, "wo_wtb")}
     assert mini_pipeline.get_pipe("concept_align").languages == []  # the curve adapts a copy
