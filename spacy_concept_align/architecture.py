@@ -50,7 +50,7 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 def build_tagger_parser(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: int = 32, rel_hidden: int = 384,
                         rel_dim: int = 64, arc_hidden: int = 256, dropout: float = 0.33, token_dropout: bool = False,
                         consistent_labels: bool = True, joint_weight: float = 0.3, arc_context: int = 0,
-                        arc_context_input: int = 0, confidence_temperatures: Sequence[float] = (1.0, 1.0)) -> Model:
+                        arc_context_input: int = 0, confidence_temperatures: Sequence[float] = (1.5, 1.15)) -> Model:
     """UPOS, heads and relations of sentences in any language, from frozen word vectors.
 
     encoder (FrozenEncoder): where word vectors come from (spacy-concept-align.FrozenEncoder.v1).

@@ -165,6 +165,8 @@ def meta_train(config: Config, data_dir: Optional[Path] = None, progress: bool =
                                               train["shrink"])
             loss, d_scores = concept_loss(scores)
             backprop(d_scores)
+            if train.get("max_grad_norm"):  # one norm over all parameters, as torch's clip_grad_norm_
+                torch.nn.utils.clip_grad_norm_(decoder.parameters(), train["max_grad_norm"])
             decoder_layer.finish_update(optimizer)
             optimizer.step_schedules()
             running.append(loss)
