@@ -100,8 +100,8 @@ INPUT_ERRORS = [
 
 @pytest.mark.parametrize("content,fmt,message,how", [
     pytest.param(content, fmt, message, how, id=f"{name}-{how}",
-                 # one new process in the fast tier; each start of an interpreter with torch costs seconds
-                 marks=pytest.mark.slow if how == "process" and name != "conllu" else ())
+                 # a new interpreter with torch costs seconds: the fast tier runs main() in this process
+                 marks=pytest.mark.slow if how == "process" else ())
     for how in ("in-process", "process") for name, content, fmt, message in INPUT_ERRORS])
 def test_input_errors_are_one_line_with_file_and_line(tiny_pipeline_dir, tmp_path, monkeypatch, capsys, content, fmt,
                                                       message, how):
