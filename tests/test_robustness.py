@@ -110,8 +110,12 @@ def test_generated_text_gives_trees_tiny_pipeline(tiny_nlp, text):
 @FEW_GENERATED
 @given(words=words, data=st.data())
 def test_generated_words_give_trees_tiny_pipeline(tiny_nlp, words, data):
+    _words_give_a_tree(tiny_nlp, words, data)
+
+
+def _words_give_a_tree(nlp, words, data):
     spaces = data.draw(st.lists(st.booleans(), min_size=len(words), max_size=len(words)))
-    doc = tiny_nlp.get_pipe("concept_align")(Doc(tiny_nlp.vocab, words=words, spaces=spaces))
+    doc = nlp.get_pipe("concept_align")(Doc(nlp.vocab, words=words, spaces=spaces))
     assert len(doc) == len(words)
     assert_well_formed(doc)
 
@@ -132,10 +136,7 @@ def test_generated_text_through_a_shipped_in_language_adaptation(nlp, text):
 @GENERATED
 @given(words=words, data=st.data())
 def test_generated_words_give_trees(nlp, words, data):
-    spaces = data.draw(st.lists(st.booleans(), min_size=len(words), max_size=len(words)))
-    doc = nlp.get_pipe("concept_align")(Doc(nlp.vocab, words=words, spaces=spaces))
-    assert len(doc) == len(words)
-    assert_well_formed(doc)
+    _words_give_a_tree(nlp, words, data)
 
 
 EDGE_TEXTS = ["", " ", "   \n\t ", "\u200b", "👍", "\x00", "x" * 5000, "ሰላም"]
