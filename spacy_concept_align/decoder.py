@@ -18,7 +18,7 @@ from .features import FeatureSet
 from .concepts import relation_vectors
 from .consistency import joint_decode
 from .labels import DEPRELS, ROOT_ID, UPOS
-from .lexicon import PriorsByLanguage, arc_context
+from .lexicon import PriorsByLanguage, arc_context, relation_log_prior, relation_table
 
 
 def tensor(array: np.ndarray, dtype=torch.float32) -> torch.Tensor:
@@ -101,8 +101,13 @@ class ConceptDecoder(nn.Module):
     def __init__(self, width: int, pos_hidden: int = 256, pos_dim: int = 32, rel_hidden: int = 384,
                  rel_dim: int = 64, arc_hidden: int = 256, dropout: float = 0.33, token_dropout: bool = False,
                  consistent_labels: bool = True, joint_weight: float = 0.3, arc_context: int = 0,
-                 arc_context_input: int = 0, confidence_temperatures: Sequence[float] = (1.0, 1.0)):
+                 arc_context_input: int = 0, confidence_temperatures: Sequence[float] = (1.0, 1.0),
+                 relation_table_weight: float = 0.0):
         super().__init__()
+        #: How much p(relation | dependent UPOS, head UPOS, direction), counted on the meta-training languages,
+        #: adds to the zero-shot path's relation scores (a language with its own priors uses its own table).
+        self.relation_table_weight = relation_table_weight
+        self.register_buffer("relation_table", torch.zeros(len(UPOS), len(UPOS) + 1, 2, len(DEPRELS)))
         #: Softmax temperatures of the tag and head probabilities reported as confidence (fitted on validation
         #: languages: unseen languages make the model over-confident at temperature 1).
         self.confidence_temperatures = tuple(float(t) for t in confidence_temperatures)
@@ -132,6 +137,11 @@ class ConceptDecoder(nn.Module):
         """Give `lang` its own (identity-initialised) adaptors in both concept spaces."""
         self.pos.add_language(lang)
         self.rel.add_language(lang)
+
+    def set_relation_table(self, features: FeatureSet) -> None:
+        """Count how relations go with the tags they join and their direction, in gold-labelled features."""
+        table = relation_table(features.upos, features.heads, features.deprels, features.offsets, len(UPOS), len(DEPRELS))
+        self.relation_table.copy_(torch.from_numpy(table))
 
     def set_prototypes(self, features: FeatureSet, min_count: int = 1) -> None:
         """Prototypes = class means of gold-labelled source features (UPOS on words, relations on head - dep)."""
@@ -207,6 +217,9 @@ class ConceptDecoder(nn.Module):
         if priors is not None:
             rel_scores = (rel_scores + priors.rel.log_prior(forms, priors.weights)
                           + priors.weights.table * priors.relation_log_prior(upos, heads, features.offsets))
+        elif self.relation_table_weight and self.relation_table.any():
+            rel_scores = rel_scores + self.relation_table_weight * relation_log_prior(
+                self.relation_table.numpy(), upos, heads, features.offsets)
         # The root's label is "root"; no other word may take it.
         is_root = (heads == 0)[:, None]
         rel_scores = np.where(is_root == (np.arange(len(DEPRELS)) == ROOT_ID)[None], rel_scores, -np.inf)

@@ -126,18 +126,12 @@ class LanguagePriors:
         """Counts from gold labels (-1 = unknown) of flat words, sentence `offsets` as in a FeatureSet."""
         upos, heads, deprels = (np.asarray(a, np.int64) for a in (upos, heads, deprels))
         rels = np.where(heads >= 0, deprels, -1)
-        table = np.zeros((n_upos, n_upos + 1, 2, n_rels), np.float32)
-        head_upos, right = arc_context(upos, np.maximum(heads, 0), offsets, n_upos)
-        ok = (upos >= 0) & (head_upos >= 0) & (rels >= 0)
-        np.add.at(table, (upos[ok], head_upos[ok], right[ok], rels[ok]), 1)
+        table = relation_table(upos, heads, deprels, offsets, n_upos, n_rels)
         return cls(Lexicon.from_words(forms, upos, n_upos), Lexicon.from_words(forms, rels, n_rels), table, weights)
 
     def relation_log_prior(self, upos: np.ndarray, heads: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """log p(relation | dependent UPOS, head UPOS, direction) per word (n x n_rels), smoothed."""
-        head_upos, right = arc_context(upos, heads, offsets, self.table.shape[0])
-        counts = self.table[upos, np.maximum(head_upos, 0), right]
-        smoothing = self.weights.smoothing
-        return np.log((counts + smoothing / counts.shape[1]) / (counts.sum(1, keepdims=True) + smoothing))
+        return relation_log_prior(self.table, upos, heads, offsets, self.weights.smoothing)
 
     def to_json(self) -> dict:
         nonzero = np.argwhere(self.table > 0)
@@ -153,6 +147,26 @@ class LanguagePriors:
             table[tuple(index)] = n
         return cls(Lexicon.from_json(data["pos"], shape[0]), Lexicon.from_json(data["rel"], shape[3]), table,
                    PriorWeights(**data.get("weights", {})))
+
+
+def relation_table(upos: np.ndarray, heads: np.ndarray, deprels: np.ndarray, offsets: np.ndarray, n_upos: int,
+                   n_rels: int) -> np.ndarray:
+    """Counts of (dependent UPOS, head UPOS or root, head to the right?, relation) in gold labels (-1 = unknown)."""
+    upos, heads, deprels = (np.asarray(a, np.int64) for a in (upos, heads, deprels))
+    rels = np.where(heads >= 0, deprels, -1)
+    table = np.zeros((n_upos, n_upos + 1, 2, n_rels), np.float32)
+    head_upos, right = arc_context(upos, np.maximum(heads, 0), offsets, n_upos)
+    ok = (upos >= 0) & (head_upos >= 0) & (rels >= 0)
+    np.add.at(table, (upos[ok], head_upos[ok], right[ok], rels[ok]), 1)
+    return table
+
+
+def relation_log_prior(table: np.ndarray, upos: np.ndarray, heads: np.ndarray, offsets: np.ndarray,
+                       smoothing: float = 0.5) -> np.ndarray:
+    """log p(relation | dependent UPOS, head UPOS, direction) per word (n x n_rels) from a relation_table."""
+    head_upos, right = arc_context(upos, heads, offsets, table.shape[0])
+    counts = table[upos, np.maximum(head_upos, 0), right]
+    return np.log((counts + smoothing / counts.shape[1]) / (counts.sum(1, keepdims=True) + smoothing))
 
 
 def arc_context(upos: np.ndarray, heads: np.ndarray, offsets: np.ndarray, n_upos: int) -> Tuple[np.ndarray, np.ndarray]:

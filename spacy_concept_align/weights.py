@@ -55,6 +55,8 @@ def load_decoder_state(decoder: ConceptDecoder, structure: dict, weights: bytes,
         tensors = load_tensors(weights)
     except Exception as err:  # safetensors reports a truncated or foreign file as SafetensorError
         raise ValueError(f"{source}: not a readable safetensors file ({err})") from None
+    if "relation_table" not in tensors:  # saved before the decoder had one: no table
+        tensors["relation_table"] = torch.zeros_like(decoder.relation_table)
     for lang, keys in structure.get("arc_shared", {}).items():
         tensors.update({f"language_arcs.{lang}.{key}": tensors[f"arcs.{key}"] for key in keys
                         if f"arcs.{key}" in tensors})

@@ -8,7 +8,9 @@ from spacy_concept_align.corpus import find_treebank
 from spacy_concept_align.encoders import FrozenEncoder
 from spacy_concept_align.feature_cache import extract_features
 from spacy_concept_align.architecture import concept_decoder
-from spacy_concept_align.decoder import concept_loss
+from spacy_concept_align.decoder import ConceptDecoder, concept_loss
+from spacy_concept_align.labels import DEPRELS, UPOS
+from spacy_concept_align.lexicon import arc_context
 from spacy_concept_align.training import EpisodeSampler, EpisodeSettings, episode_scores, meta_train, one_cycle
 from spacy_concept_align.corpus import choose_file
 
@@ -99,6 +101,28 @@ def test_meta_train_learns_and_records_how(tiny_bert_dir):
     assert pipe.cfg["meta"]["train"] == ["en", "de", "fr"] and pipe.cfg["meta"]["validation"] == ["af"]
     doc = nlp("The cat sat on the mat .")
     assert all(t.pos_ for t in doc) and sum(t.dep_ == "ROOT" for t in doc) == 1
+    # how relations go with tags and direction, counted on the training pools (used when its weight is > 0)
+    table = pipe.decoder.relation_table
+    assert table[UPOS.index("DET"), UPOS.index("NOUN"), 1, DEPRELS.index("det")] > 10  # DET before its NOUN: det
+    punct = table[UPOS.index("PUNCT")]
+    assert punct[:, :, DEPRELS.index("punct")].sum() > 0.99 * punct.sum() > 0  # (one treebank slip allowed)
+
+
+def test_relation_table_moves_zero_shot_relations_only_when_weighted(pools):
+    decoder = ConceptDecoder(32, pos_hidden=16, pos_dim=8, rel_hidden=16, rel_dim=8, arc_hidden=16, dropout=0.0)
+    decoder.set_prototypes(pools["en"])
+    test = pools["de"]
+    before = decoder.predict(test)
+    decoder.set_relation_table(pools["en"])
+    assert all(np.array_equal(a, b) for a, b in zip(decoder.predict(test), before))  # weight 0: unused
+    decoder.relation_table_weight = 50.0  # the table alone decides: each (tags, direction) gets its likeliest relation
+    upos, heads, deprels = decoder.predict(test)
+    assert not np.array_equal(deprels, before[2])
+    counts = decoder.relation_table.numpy()
+    head_upos, right = arc_context(upos, heads, test.offsets, len(UPOS))
+    likeliest = counts[upos, head_upos, right].argmax(-1)
+    seen = (counts[upos, head_upos, right].sum(-1) > 0) & (heads > 0)
+    assert np.mean(deprels[seen] == likeliest[seen]) > 0.9
 
 
 def test_original_method_is_reachable(tiny_bert_dir):
