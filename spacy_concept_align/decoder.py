@@ -163,7 +163,8 @@ class ConceptDecoder(nn.Module):
         `features.lang`; with a support set (meta-training episodes), UPOS and relations also against prototypes
         re-estimated from it (what few-shot adaptation does at test time)."""
         lang = features.lang
-        words, relations = tensor(features.words), tensor(features.relation_vectors())
+        # relations read what they read at prediction (a language's own layer may read context and structure)
+        words, relations = tensor(features.words), tensor(self.relation_inputs(features, features.heads, features.upos, lang))
         upos = known_labels(tensor(features.upos, torch.long), self.pos.valid)
         deprels = known_labels(tensor(np.where(features.heads >= 0, features.deprels, -1), torch.long), self.rel.valid)
         scores = {"pos": (self.pos.logits(words, lang), upos, 1.0), "rel": (self.rel.logits(relations, lang), deprels, 1.0)}

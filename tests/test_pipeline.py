@@ -477,3 +477,23 @@ def test_pipelines_saved_by_earlier_versions_still_load(trained, tmp_path):
     (tmp_path / "old" / "config.cfg").write_text(config)
     assert 'init_weights = "default"' in config and "ConceptAligner.v1" in config
     assert _predictions(spacy.load(tmp_path / "old").pipe(TEXTS)) == _predictions(trained[0].pipe(TEXTS))
+
+
+def test_update_teaches_a_language_with_its_own_layers(trained, tiny_bert_dir, ud_file):
+    """A language adapted with the whole-treebank recipe (its relations read context and structure) keeps learning
+    through nlp.update, as spacy train would run it."""
+    nlp = _clone(trained[0], tiny_bert_dir)
+    pipe = nlp.get_pipe("concept_align")
+    gold = read_docs(ud_file("wo_wtb", "dev"), nlp.vocab, limit=12)
+    pipe.adapt(gold, "wo", train="phi", min_relation_sentences=1, epochs=1, arc_epochs=1)
+    assert pipe.decoder.rel.extra_inputs("wo") > 0
+    examples = []
+    for doc in gold:
+        predicted = unannotated(doc)
+        predicted._.set(LANG_ATTR, "wo")
+        examples.append(Example(predicted, doc))
+    before = {k: v.clone() for k, v in pipe.decoder.rel.adaptors["wo"].state_dict().items()}
+    losses = nlp.update(examples, sgd=nlp.create_optimizer())
+    assert np.isfinite(losses["concept_align"]) and losses["concept_align"] > 0
+    after = pipe.decoder.rel.adaptors["wo"].state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)

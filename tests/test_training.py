@@ -109,7 +109,9 @@ def test_meta_train_learns_and_records_how(tiny_bert_dir):
 
 
 def test_relation_table_moves_zero_shot_relations_only_when_weighted(pools):
-    decoder = ConceptDecoder(32, pos_hidden=16, pos_dim=8, rel_hidden=16, rel_dim=8, arc_hidden=16, dropout=0.0)
+    torch.manual_seed(0)
+    decoder = ConceptDecoder(32, pos_hidden=16, pos_dim=8, rel_hidden=16, rel_dim=8, arc_hidden=16, dropout=0.0,
+                             consistent_labels=False)  # the table alone, not the joint decision, is under test
     decoder.set_prototypes(pools["en"])
     test = pools["de"]
     before = decoder.predict(test)
@@ -122,7 +124,7 @@ def test_relation_table_moves_zero_shot_relations_only_when_weighted(pools):
     head_upos, right = arc_context(upos, heads, test.offsets, len(UPOS))
     likeliest = counts[upos, head_upos, right].argmax(-1)
     seen = (counts[upos, head_upos, right].sum(-1) > 0) & (heads > 0)
-    assert np.mean(deprels[seen] == likeliest[seen]) > 0.9
+    assert seen.sum() >= 10 and np.mean(deprels[seen] == likeliest[seen]) > 0.99
 
 
 def test_original_method_is_reachable(tiny_bert_dir):
