@@ -102,8 +102,11 @@ class ConceptDecoder(nn.Module):
                  rel_dim: int = 64, arc_hidden: int = 256, dropout: float = 0.33, token_dropout: bool = False,
                  consistent_labels: bool = True, joint_weight: float = 0.3, arc_context: int = 0,
                  arc_context_input: int = 0, confidence_temperatures: Sequence[float] = (1.0, 1.0),
-                 relation_table_weight: float = 0.0):
+                 relation_table_weight: float = 0.0, arc_batch_size: int = 64, arc_batch_cells: int = 1_000_000):
         super().__init__()
+        #: Sentences, and padded (dependent, head) scores, per batch of the arc scorer at prediction: what bounds
+        #: its memory (a 300-word tree alone is 90,300 cells).
+        self.arc_batch_size, self.arc_batch_cells = arc_batch_size, arc_batch_cells
         #: How much p(relation | dependent UPOS, head UPOS, direction), counted on the meta-training languages,
         #: adds to the zero-shot path's relation scores (a language with its own priors uses its own table).
         self.relation_table_weight = relation_table_weight
@@ -243,7 +246,7 @@ class ConceptDecoder(nn.Module):
         return relation_features(np.asarray(words, np.float32), features, heads, upos, structure=extra > 0,
                                  dependent=extra == self.width + STRUCTURE_FEATURES)
 
-    def contextual_words(self, features: FeatureSet, lang: Optional[str] = None, batch_size: int = 64,
+    def contextual_words(self, features: FeatureSet, lang: Optional[str] = None, batch_size: Optional[int] = None,
                          arcs: Optional[BiaffineArcScorer] = None) -> np.ndarray:
         """The word vectors through the context layer of `arcs` (default: `lang`'s arc scorer); the vectors
         themselves when it has none."""
@@ -252,22 +255,25 @@ class ConceptDecoder(nn.Module):
             return np.asarray(features.words, np.float32)
         out = np.zeros((features.n_words, self.width), np.float32)
         with self.inference():
+            batch_size = batch_size or self.arc_batch_size
             for start in range(0, len(features), batch_size):
                 ids = range(start, min(start + batch_size, len(features)))
                 words, _, mask = self._padded(features.select(ids))
                 out[features.offsets[ids.start] : features.offsets[ids.stop]] = context(words, mask)[mask].numpy()
         return out
 
-    def predict_heads(self, features: FeatureSet, lang: Optional[str] = None, batch_size: int = 64,
-                      max_cells: int = 1_000_000) -> np.ndarray:
+    def predict_heads(self, features: FeatureSet, lang: Optional[str] = None, batch_size: Optional[int] = None,
+                      max_cells: Optional[int] = None) -> np.ndarray:
         """Heads from the arc scorer (`lang`'s own, if it was adapted), decoded into one tree per sentence.
 
-        Batches hold at most `batch_size` sentences and `max_cells` padded (dependent, head) scores.
+        Batches hold at most `batch_size` sentences and `max_cells` padded (dependent, head) scores (default: the
+        decoder's `arc_batch_size` and `arc_batch_cells`).
         """
         return self.heads_with_probabilities(features, lang, batch_size=batch_size, max_cells=max_cells)[0]
 
     def heads_with_probabilities(self, features: FeatureSet, lang: Optional[str] = None, temperature: float = 1.0,
-                                 batch_size: int = 64, max_cells: int = 1_000_000) -> Tuple[np.ndarray, np.ndarray]:
+                                 batch_size: Optional[int] = None,
+                                 max_cells: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """`predict_heads`, and the arc scorer's probability (softmax at `temperature` over the candidate heads) of
         each word's chosen head, from the same scores."""
         arcs = self.arc_scorer(lang)
@@ -276,7 +282,7 @@ class ConceptDecoder(nn.Module):
         spans = self._spans(features)
         cells = [(end - start) * (end - start + 1) for start, end in spans]
         with self.inference():
-            for batch in padded_batches(cells, batch_size, max_cells):
+            for batch in padded_batches(cells, batch_size or self.arc_batch_size, max_cells or self.arc_batch_cells):
                 words, roots, mask = self._padded(features.select(batch))
                 scores = arcs(words, roots, mask)
                 trees = decode_batch(scores, mask)

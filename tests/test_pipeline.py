@@ -497,3 +497,12 @@ def test_update_teaches_a_language_with_its_own_layers(trained, tiny_bert_dir, u
     assert np.isfinite(losses["concept_align"]) and losses["concept_align"] > 0
     after = pipe.decoder.rel.adaptors["wo"].state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_arc_batch_limits_come_from_the_config_and_change_no_prediction(trained, tiny_bert_dir):
+    model = {"encoder": {"name": str(tiny_bert_dir), "layer": 2}, "dropout": 0.0, "arc_batch_size": 1,
+             "arc_batch_cells": 50}
+    nlp = _clone(trained[0], tiny_bert_dir, model=model)
+    decoder = nlp.get_pipe("concept_align").decoder
+    assert (decoder.arc_batch_size, decoder.arc_batch_cells) == (1, 50)
+    assert _predictions(nlp.pipe(TEXTS)) == _predictions(trained[0].pipe(TEXTS))
