@@ -99,10 +99,13 @@ class BiaffineArcScorer(nn.Module):
     after the first step.
     """
 
-    def __init__(self, width: int, hidden: int = 256, dropout: float = 0.33):
+    def __init__(self, width: int, hidden: int = 256, dropout: float = 0.33, distance_bias: bool = False):
         super().__init__()
         self.width = int(width)
         self.hidden = int(hidden)
+        #: A learned score per |dependent - head| bucket (1, 2, 3, 4-7, 8-15, ...), the same in both directions: short
+        #: dependencies are likelier in every language, whatever its word order (zero at birth).
+        self.distance = nn.Parameter(torch.zeros(DISTANCE_BUCKETS)) if distance_bias else None
         self.dep_mlp = _role_mlp(self.width, self.hidden, dropout)
         self.head_mlp = _role_mlp(self.width, self.hidden, dropout)
         self.U = nn.Parameter(torch.zeros(self.hidden, self.hidden))
@@ -138,6 +141,8 @@ class BiaffineArcScorer(nn.Module):
         bilinear = torch.einsum("bih,hk,bjk->bij", dep, self.U, head)
         prior = torch.einsum("bjk,k->bj", head, self.u).unsqueeze(1)
         scores = bilinear + prior  # [B, n, n+1]
+        if self.distance is not None:
+            scores = scores + self.distance[_distance_buckets(n, words.device)]
 
         neg = _neg_value(scores.dtype)
         head_ok = torch.cat([mask.new_ones(B, 1), mask], dim=1)  # ROOT always ok
@@ -163,6 +168,20 @@ class BiaffineArcScorer(nn.Module):
         if bool((gold < 0).any()) or bool((gold >= scores.shape[-1]).any()):
             raise ValueError("gold head index out of range for a real token")
         return F.cross_entropy(rows.float(), gold)
+
+
+#: Buckets of the distance bias: 1, 2, 3, then powers of two (4-7, 8-15, 16-31, 32-63, 64+); the root has its own.
+DISTANCE_BUCKETS = 9
+
+
+def _distance_buckets(n: int, device) -> Tensor:
+    """[n, n + 1] bucket of every (dependent i, head column j): 0 for the root column, else by |i + 1 - j|."""
+    position = torch.arange(1, n + 1, device=device)
+    distance = (position.unsqueeze(1) - torch.arange(n + 1, device=device).unsqueeze(0)).abs().clamp(min=1)
+    buckets = torch.where(distance <= 3, distance, 2 + torch.log2(distance.float()).long())
+    buckets = buckets.clamp(max=DISTANCE_BUCKETS - 1)
+    buckets[:, 0] = 0
+    return buckets
 
 
 def pad_batch(

@@ -102,7 +102,8 @@ class ConceptDecoder(nn.Module):
                  rel_dim: int = 64, arc_hidden: int = 256, dropout: float = 0.33, token_dropout: bool = False,
                  consistent_labels: bool = True, joint_weight: float = 0.3, arc_context: int = 0,
                  arc_context_input: int = 0, confidence_temperatures: Sequence[float] = (1.0, 1.0),
-                 relation_table_weight: float = 0.0, arc_batch_size: int = 64, arc_batch_cells: int = 1_000_000):
+                 relation_table_weight: float = 0.0, arc_batch_size: int = 64, arc_batch_cells: int = 1_000_000,
+                 arc_distance: bool = False):
         super().__init__()
         #: Sentences, and padded (dependent, head) scores, per batch of the arc scorer at prediction: what bounds
         #: its memory (a 300-word tree alone is 90,300 cells).
@@ -120,7 +121,7 @@ class ConceptDecoder(nn.Module):
         self.consistent_labels, self.joint_weight = consistent_labels, joint_weight
         self.pos = ConceptAligner(width, pos_hidden, pos_dim, len(UPOS), dropout, token_dropout)
         self.rel = ConceptAligner(width, rel_hidden, rel_dim, len(DEPRELS), dropout, token_dropout)
-        self.arcs = BiaffineArcScorer(width, arc_hidden, dropout)
+        self.arcs = BiaffineArcScorer(width, arc_hidden, dropout, arc_distance)
         if arc_context:  # the multilingual arc scorer reads the words through a BiLSTM (arcs.WordContext)
             self.arcs.add_context(arc_context, arc_context_input)
         self.language_arcs = nn.ModuleDict()  # arc scorers fine-tuned for one language (few-shot)

@@ -326,3 +326,21 @@ def test_decode_batch_ignores_padding_even_if_scored_high():
     out = decode_batch(scores, mask)
     assert len(out[0]) == 3 and out[0].max() <= 3 and is_tree(out[0])
     assert len(out[1]) == 5 and is_tree(out[1])
+
+
+def test_distance_bias_is_the_same_both_ways_and_can_prefer_short_arcs():
+    from spacy_concept_align.arcs import DISTANCE_BUCKETS, _distance_buckets
+
+    buckets = _distance_buckets(70, "cpu")
+    words = buckets[:, 1:]
+    assert torch.equal(words, words.T)  # |i - j| alone: no direction
+    assert (buckets[:, 0] == 0).all() and words[0, 1] == 1 and words[0, 3] == 3 and words[0, 4] == 4
+    assert words[0, 7] == 4 and words[0, 8] == 5 and words[0, 69] == DISTANCE_BUCKETS - 1
+    model = BiaffineArcScorer(8, hidden=8, dropout=0.0, distance_bias=True)
+    assert model.distance is not None and float(model.distance.abs().sum()) == 0  # nothing changes at birth
+    with torch.no_grad():
+        model.distance[1] = 10.0
+    scores = model(torch.randn(1, 6, 8), torch.randn(1, 8), torch.ones(1, 6, dtype=torch.bool))
+    heads = scores[0].argmax(-1)  # column j = word j; word i sits in column i + 1
+    assert all(abs(int(h) - (i + 1)) == 1 for i, h in enumerate(heads))
+    assert BiaffineArcScorer(8, hidden=8).distance is None  # off by default: older weights keep their keys
