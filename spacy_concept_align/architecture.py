@@ -10,6 +10,7 @@ with the model (its config names it; `save_encoder` bundles it beside the compon
 """
 from typing import Any, Sequence, Tuple
 
+import srsly
 from spacy.util import registry
 from thinc.api import ArgsKwargs, Config, Model, PyTorchWrapper_v3, chain, deserialize_attr, serialize_attr
 
@@ -160,7 +161,7 @@ def _decoder_outputs(model: Model, X_Y: Any, is_train: bool):
 @serialize_attr.register(FrozenEncoder)
 def _serialize_encoder(_, value: FrozenEncoder, name: str, model: Model) -> bytes:
     """The encoder is named by the config, not saved in the model: its settings, for the record."""
-    return f'{{"name": "{value.name}", "layer": {value.layer}, "pooling": "{value.pooling}"}}'.encode()
+    return srsly.json_dumps({"name": value.name, "layer": value.layer, "pooling": value.pooling}).encode()
 
 
 @deserialize_attr.register(FrozenEncoder)

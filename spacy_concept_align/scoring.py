@@ -34,6 +34,10 @@ class Labels:
     heads: np.ndarray
     deprels: np.ndarray
 
+    @property
+    def arrays(self) -> tuple:
+        return self.upos, self.heads, self.deprels
+
     @classmethod
     def of_sentences(cls, sentences: Sequence[UDSentence]) -> "Labels":
         return cls(np.array([UPOS_ID[t] for s in sentences for t in s.upos], np.int64),
@@ -71,8 +75,7 @@ def score_files(gold: Path, predicted: Path) -> Scores:
                      min(len(gold_sentences), len(predicted_sentences)))
         line = predicted_sentences[first].line if first < len(predicted_sentences) else 0
         raise CoNLLUError(predicted, line, f"sentence {first + 1} does not have the gold file's words")
-    labels = Labels.of_sentences(predicted_sentences)
-    return conll18_scores(Labels.of_sentences(gold_sentences), labels.upos, labels.heads, labels.deprels)
+    return conll18_scores(Labels.of_sentences(gold_sentences), *Labels.of_sentences(predicted_sentences).arrays)
 
 
 def _example_labels(examples: Iterable[Example]):
@@ -99,7 +102,7 @@ def score_concepts(examples: Iterable[Example], **kwargs) -> Dict[str, object]:
     gold, predicted, n_gold = _example_labels(examples)
     if not n_gold:
         return {"pos_acc": None, "dep_uas": None, "dep_las": None, "dep_las_per_type": None}
-    scores = conll18_scores(gold, predicted.upos, predicted.heads, predicted.deprels)
+    scores = conll18_scores(gold, *predicted.arrays)
     share = len(gold.upos) / n_gold  # gold words without a predicted counterpart count as wrong
     per_type = {}
     correct = (gold.heads == predicted.heads) & (gold.deprels == predicted.deprels)

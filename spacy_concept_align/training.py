@@ -138,8 +138,7 @@ def meta_train(config: Config, data_dir: Optional[Path] = None, progress: bool =
     cfg = config.interpolate()
     langs, train, model_cfg = language_lists(cfg["languages"]), cfg["training"], cfg["model"]
     seed = int(train["seed"])
-    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
-    fix_random_seed(seed)
+    fix_random_seed(seed)  # random, numpy and torch
     nlp = spacy.blank("xx")
     pipe = nlp.add_pipe("concept_align", config={"min_count": train["min_count"], "model": model_cfg})
     decoder, decoder_layer = pipe.decoder, get_decoder_layer(pipe.model)

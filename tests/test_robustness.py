@@ -91,6 +91,10 @@ GENERATED = settings(max_examples=150, deadline=None, derandomize=True, database
 @GENERATED
 @given(text=texts)
 def test_generated_text_gives_trees(nlp, text):
+    _text_gives_a_tree(nlp, text)
+
+
+def _text_gives_a_tree(nlp, text):
     doc = nlp(text)
     assert doc.text == text
     assert_well_formed(doc)
@@ -102,9 +106,7 @@ FEW_GENERATED = settings(GENERATED, max_examples=100)
 @FEW_GENERATED
 @given(text=texts)
 def test_generated_text_gives_trees_tiny_pipeline(tiny_nlp, text):
-    doc = tiny_nlp(text)
-    assert doc.text == text
-    assert_well_formed(doc)
+    _text_gives_a_tree(tiny_nlp, text)
 
 
 @FEW_GENERATED

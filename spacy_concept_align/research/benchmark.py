@@ -249,7 +249,7 @@ def _accuracy(sentences: List[UDSentence], docs) -> Dict[str, float]:
     """UPOS, UAS, LAS (CoNLL 2018, as `evaluate` scores them) against the sentences' gold annotation, as fractions."""
     from ..scoring import Labels, conll18_scores
 
-    scores = conll18_scores(Labels.of_sentences(sentences), *vars(Labels.of_docs(docs)).values())
+    scores = conll18_scores(Labels.of_sentences(sentences), *Labels.of_docs(docs).arrays)
     return {"pos_acc": scores.upos / 100, "dep_uas": scores.uas / 100, "dep_las": scores.las / 100}
 
 

@@ -66,4 +66,4 @@ def predict_treebank(nlp, path: Path) -> tuple:
     """Gold labels (as a label-only FeatureSet) and the spaCy pipeline's UPOS, heads and relations, per word."""
     sentences = read_conllu(path)
     docs = (unannotated(sentences_to_doc(nlp.vocab, [s])) for s in sentences)
-    return (Labels.of_sentences(sentences), *vars(Labels.of_docs(nlp.pipe(docs, batch_size=64))).values())
+    return (Labels.of_sentences(sentences), *Labels.of_docs(nlp.pipe(docs, batch_size=64)).arrays)
