@@ -10,15 +10,16 @@ everything shared frozen. Beyond the original, each a setting so it can be measu
 - `priors`: word identity (a Lexicon of the support words' tags and relations, suffixes for unseen words) and a
   relation-given-tags table, added to the model's scores at prediction (spacy_concept_align.lexicon).
 With a whole treebank (`train = "auto"` and at least `whole_treebank` sentences) the same machinery trains more, in
-minibatch epochs ("phi"): the language's own first layers of SharedProjection (rank-r corrections) and output layers, its own arc
-scorer reading the words through a small BiLSTM, and relations that read those words and the arc's structure:
-in-language quality for every language that has annotated data, at about 0.65 MB per language (half precision).
+minibatch epochs ("phi"): the language's own first layers of SharedProjection (rank-r corrections) and output layers,
+its own arc scorer reading the words (their vectors and character n-grams) through a small BiLSTM, and relations that
+read those words and the arc's structure: in-language quality for every language that has annotated data, at about
+0.8 MB per language (half precision).
 Nothing in the model changes if adaptation fails: the new parts are built aside and swapped in at the end.
 """
 import copy
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Dict, Iterable, Optional, Sequence, Union
 
 import numpy as np
@@ -51,11 +52,18 @@ class AdaptSettings:
     min_sentences: int = 5  # fewer works, with a warning
     epochs: int = 5  # "phi": passes over the words, in minibatches of `batch_words`
     batch_words: int = 512
-    arc_epochs: int = 8  # "phi": passes over the sentences for the arc scorer, minibatches of `batch_sentences`
+    arc_epochs: int = 12  # "phi": passes over the sentences for the arc scorer, minibatches of `batch_sentences`
     # "phi" sizes: measured on the dev splits of wo/ug/cy/mt (UPOS / UAS / LAS, MB per language in fp32):
     # whole copies, BiLSTM 128, MLPs fine-tuned 92.3 / 74.0 / 63.6, 5.2 MB; these defaults 92.0 / 73.9 / 62.6, 1.3 MB
     arc_context: int = 64  # "phi": the arc scorer reads the words through a BiLSTM of this size (0 = none)
     arc_context_input: int = 128  # "phi": the BiLSTM reads the vectors reduced to this size (0 = as they are)
+    # "phi": ... and each word's character n-grams, hashed into `arc_char_buckets`, embedded in this size (0 = not),
+    # in a BiLSTM of `arc_context_layers`. Dev splits of wo/ug/cy/mt/te/vi, UPOS / UAS / LAS: 91.8 / 75.4 / 63.9 without
+    # characters (1 layer, 8 epochs); 91.8 / 76.4 / 64.7 with them (16 x 4096 or 32 x 8192 alike; 12 or 16 epochs:
+    # 76.0-76.2 / 64.4-64.5); 2 layers, 12 epochs: 91.8 / 76.7 / 65.1 (32 x 8192: 76.9 / 65.2); one run each.
+    arc_chars: int = 16
+    arc_char_buckets: int = 4096
+    arc_context_layers: int = 2
     arc_train_mlps: bool = False  # "phi": fine-tune the arc scorer's role MLPs too (else they stay shared)
     arc_structure: bool = True  # "phi": relations also read both tags, direction and distance
     arc_dependent: bool = True  # "phi": ... and the dependent's vector
@@ -98,6 +106,10 @@ def adapt_language(decoder: ConceptDecoder, support: FeatureSet, lang: str, sett
     """
     settings = settings or AdaptSettings()
     check_support(support, settings)
+    if forms is not None:
+        if len(forms) != support.n_words:
+            raise ValueError(f"adapt: {len(forms)} word forms for {support.n_words} words")
+        support = replace(support, forms=list(forms))
     mode = settings.mode(len(support))
     start = time.perf_counter()
     was_training = decoder.training
@@ -123,8 +135,6 @@ def adapt_language(decoder: ConceptDecoder, support: FeatureSet, lang: str, sett
         adaptors[name] = adaptor
     priors = None
     if settings.priors and forms is not None:
-        if len(forms) != support.n_words:
-            raise ValueError(f"adapt: {len(forms)} word forms for {support.n_words} words")
         priors = LanguagePriors.from_treebank(forms, support.upos, support.heads, support.deprels, support.offsets,
                                               len(UPOS), len(DEPRELS), settings.prior_weights)
     # Swap the new parts in only now: a failure above leaves the model as it was.
@@ -258,7 +268,9 @@ def _fit_arcs_epochs(decoder: ConceptDecoder, support: FeatureSet, settings: Ada
     """A whole treebank: the language's own arc scorer, from the multilingual one (+ a context layer), in epochs."""
     arcs = copy.deepcopy(decoder.arcs)
     if settings.arc_context and arcs.context is None:  # a multilingual context layer is fine-tuned, not replaced
-        arcs.add_context(settings.arc_context, settings.arc_context_input)
+        chars = settings.arc_chars if support.forms is not None else 0
+        arcs.add_context(settings.arc_context, settings.arc_context_input, chars, settings.arc_context_layers,
+                         settings.arc_char_buckets)
     if not settings.arc_train_mlps:
         for param in [*arcs.dep_mlp.parameters(), *arcs.head_mlp.parameters()]:
             param.requires_grad_(False)

@@ -296,10 +296,10 @@ def specialise(
     pipeline: str = typer.Argument(..., help="A saved pipeline directory, or 'default' for the shipped default."),
     output: Path = typer.Argument(..., help="Where to save the pipeline with its in-language adaptations."),
     data_dir: Optional[Path] = typer.Option(None, help="UD data directory (default: $SPACY_CONCEPT_ALIGN_UD or ../shared/ud)."),
-    min_sentences: int = typer.Option(100, help="A language needs this many sentences in its train (else dev) split."),
+    min_sentences: int = typer.Option(100, help="A language needs this many sentences in its train and dev splits."),
     only: List[str] = typer.Option([], help="Only these languages (repeat or comma-separate)."),
 ):
-    """Adapt the pipeline to every language with annotated data, on its whole train (else dev) split; save it."""
+    """Adapt the pipeline to every language with annotated data, on its whole train and dev splits; save it."""
     from .training import specialise as specialise_languages
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")

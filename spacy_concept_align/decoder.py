@@ -4,8 +4,8 @@ Everything here works on FeatureSets (no spaCy, no encoder), so the pipe, meta-t
 evaluation share one implementation of prediction and loss.
 """
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple
+from dataclasses import dataclass, replace
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -177,7 +177,8 @@ class ConceptDecoder(nn.Module):
             gold = torch.full(mask.shape, -1, dtype=torch.long)
             for row, (start, end) in enumerate(self._spans(features)):
                 gold[row, : end - start] = tensor(features.heads[start:end], torch.long)
-            scores["arc"] = (self.arc_scorer(lang)(arc_words, roots, mask), gold.masked_fill(~mask, -1), 1.0)
+            arc_scores = self.arc_scorer(lang)(arc_words, roots, mask, self._sentence_forms(features))
+            scores["arc"] = (arc_scores, gold.masked_fill(~mask, -1), 1.0)
         if support is not None and support.weight > 0 and len(support.features):
             s = support.features
             s_deprels = np.where(s.heads >= 0, s.deprels, -1)
@@ -211,6 +212,8 @@ class ConceptDecoder(nn.Module):
                                 forms: Optional[Sequence[str]] = None) -> Tuple[np.ndarray, ...]:
         """`predict`'s three arrays, then each word's (probability of its tag, probability of its head): n x 2."""
         priors = self.priors.get(lang) if forms is not None else None
+        if forms is not None and features.forms is None:  # a language's own arc scorer may read them
+            features = replace(features, forms=list(forms))
         with self.inference():
             pos_scores = torch.log_softmax(self.pos.logits(tensor(features.words), lang), -1).numpy()
             if priors is not None:
@@ -259,8 +262,10 @@ class ConceptDecoder(nn.Module):
             batch_size = batch_size or self.arc_batch_size
             for start in range(0, len(features), batch_size):
                 ids = range(start, min(start + batch_size, len(features)))
-                words, _, mask = self._padded(features.select(ids))
-                out[features.offsets[ids.start] : features.offsets[ids.stop]] = context(words, mask)[mask].numpy()
+                batch = features.select(ids)
+                words, _, mask = self._padded(batch)
+                out[features.offsets[ids.start] : features.offsets[ids.stop]] = \
+                    context(words, mask, self._sentence_forms(batch))[mask].numpy()
         return out
 
     def predict_heads(self, features: FeatureSet, lang: Optional[str] = None, batch_size: Optional[int] = None,
@@ -284,8 +289,9 @@ class ConceptDecoder(nn.Module):
         cells = [(end - start) * (end - start + 1) for start, end in spans]
         with self.inference():
             for batch in padded_batches(cells, batch_size or self.arc_batch_size, max_cells or self.arc_batch_cells):
-                words, roots, mask = self._padded(features.select(batch))
-                scores = arcs(words, roots, mask)
+                selected = features.select(batch)
+                words, roots, mask = self._padded(selected)
+                scores = arcs(words, roots, mask, self._sentence_forms(selected))
                 trees = decode_batch(scores, mask)
                 probs = torch.softmax(scores / temperature, -1)
                 for row, ((start, end), tree) in enumerate(zip(spans[batch.start : batch.stop], trees)):
@@ -299,7 +305,8 @@ class ConceptDecoder(nn.Module):
         gold = torch.zeros(mask.shape, dtype=torch.long)
         for row, (start, end) in enumerate(self._spans(features)):
             gold[row, : end - start] = tensor(features.heads[start:end], torch.long)
-        return arcs.loss(arcs(words, roots, mask), gold.clamp(min=0), mask & (gold >= 0))
+        scores = arcs(words, roots, mask, self._sentence_forms(features))
+        return arcs.loss(scores, gold.clamp(min=0), mask & (gold >= 0))
 
     def arc_scorer(self, lang: Optional[str] = None) -> BiaffineArcScorer:
         return self.language_arcs[lang] if lang in self.language_arcs else self.arcs
@@ -307,6 +314,11 @@ class ConceptDecoder(nn.Module):
     @staticmethod
     def _spans(features: FeatureSet):
         return list(zip(features.offsets[:-1], features.offsets[1:]))
+
+    def _sentence_forms(self, features: FeatureSet) -> Optional[List[List[str]]]:
+        if features.forms is None:
+            return None
+        return [features.forms[start:end] for start, end in self._spans(features)]
 
     def _padded(self, features: FeatureSet):
         sentences = [np.asarray(features.words[a:b], np.float32) for a, b in self._spans(features)]

@@ -16,7 +16,7 @@ import random
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import spacy
@@ -195,9 +195,10 @@ def _with_total_steps(block: dict, steps: int) -> dict:
 
 
 def in_language_files(data_dir: Optional[Path] = None, min_sentences: int = 100,
-                      only: Optional[Sequence[str]] = None) -> Dict[str, Tuple[TreebankFile, Optional[TreebankFile]]]:
-    """Per language with enough annotated data: the file it is specialised on (its largest train split, else its
-    largest dev split; never a test split) and the test split of the same treebank, if there is one."""
+                      only: Optional[Sequence[str]] = None) -> Dict[str, Tuple[List[TreebankFile], Optional[TreebankFile]]]:
+    """Per language with enough annotated data: the files it is specialised on (the treebank with the largest train
+    split, else the largest dev split; its train and dev splits both where it has both; never a test split) and the
+    test split of the same treebank, if there is one."""
     files = list_treebanks(data_dir)
     result = {}
     for lang in sorted({tb.lang for tb in files}):
@@ -207,17 +208,19 @@ def in_language_files(data_dir: Optional[Path] = None, min_sentences: int = 100,
             pool = choose_file(lang, ("train", "dev"), data_dir)
         except KeyError:
             continue
-        if pool.sentences < min_sentences:
+        same = {tb.split: tb for tb in files if tb.treebank == pool.treebank}
+        pools = [same[split] for split in ("train", "dev") if split in same]
+        if sum(tb.sentences for tb in pools) < min_sentences:
             continue
-        test = [tb for tb in files if tb.treebank == pool.treebank and tb.split == "test"]
-        result[lang] = (pool, test[0] if test else None)
+        result[lang] = (pools, same.get("test"))
     return result
 
 
 def specialise(nlp: Language, data_dir: Optional[Path] = None, min_sentences: int = 100,
                only: Optional[Sequence[str]] = None, settings=None, progress: bool = True) -> Dict[str, dict]:
-    """Give every language with annotated data (>= `min_sentences` in its train, else dev split) its own adaptation,
-    trained on that whole split: in-language quality where data exists, zero-shot for every other language.
+    """Give every language with annotated data (>= `min_sentences` in its train and dev splits) its own adaptation,
+    trained on all of it (train and dev splits): in-language quality where data exists, zero-shot for every other
+    language.
 
     Each language's test split (never trained on) is scored after its adaptation, with the language's own parts and
     through the zero-shot path, and recorded in the pipeline's meta ("in_language").
@@ -230,12 +233,12 @@ def specialise(nlp: Language, data_dir: Optional[Path] = None, min_sentences: in
     pipe = nlp.get_pipe("concept_align")
     decoder, encoder = pipe.decoder, pipe.encoder
     report = pipe.cfg.setdefault("meta", {}).setdefault("in_language", {})
-    for lang, (pool, test) in in_language_files(data_dir, min_sentences, only).items():
-        features = extract_features(pool.path, encoder, progress=progress)
-        forms = [word for sentence in read_conllu(pool.path) for word in sentence.words]
+    for lang, (pools, test) in in_language_files(data_dir, min_sentences, only).items():
+        features = FeatureSet.concat([extract_features(tb.path, encoder, progress=progress) for tb in pools])
+        forms = [word for tb in pools for sentence in read_conllu(tb.path) for word in sentence.words]
         start = time.perf_counter()
         adapt_language(decoder, features, lang, settings, forms)
-        entry = {"treebank": pool.treebank, "split": pool.split, "sentences": len(features),
+        entry = {"treebank": pools[0].treebank, "split": "+".join(tb.split for tb in pools), "sentences": len(features),
                  "words": features.n_words, "seconds": round(time.perf_counter() - start, 1)}
         if test is not None:
             gold = extract_features(test.path, encoder, progress=progress)
@@ -244,7 +247,7 @@ def specialise(nlp: Language, data_dir: Optional[Path] = None, min_sentences: in
                 scores = conll18_scores(gold, *predicted)
                 entry[key] = {"upos": round(scores.upos, 2), "uas": round(scores.uas, 2), "las": round(scores.las, 2)}
         report[lang] = entry
-        logger.info("%s: %s (%d sentences) in %.0f s; test %s", lang, pool.path.name, len(features),
-                    entry["seconds"], entry.get("test", "-"))
+        logger.info("%s: %s %s (%d sentences) in %.0f s; test %s", lang, entry["treebank"], entry["split"],
+                    len(features), entry["seconds"], entry.get("test", "-"))
     pipe._warned_langs.clear()
     return report

@@ -68,8 +68,11 @@ def load_decoder_state(decoder: ConceptDecoder, structure: dict, weights: bytes,
         for lang in structure.get("languages", []):
             target.add_language(lang)
         for lang, (pos_extra, rel_extra, *rank) in structure.get("own_inner", {}).items():
-            target.pos.adaptors[lang].own_inner(target.pos.phi, int(pos_extra), *rank)
-            target.rel.adaptors[lang].own_inner(target.rel.phi, int(rel_extra), *rank)
+            for name, extra in (("pos", pos_extra), ("rel", rel_extra)):
+                # relations keep the shared layer when the treebank was too small for them (min_relation_sentences)
+                if any(key.startswith(f"{name}.adaptors.{lang}.inner.") for key in tensors):
+                    aligner = getattr(target, name)
+                    aligner.adaptors[lang].own_inner(aligner.phi, int(extra), *rank)
         for lang in structure.get("arc_languages", []):
             target.language_arcs[lang] = copy.deepcopy(target.arcs)
             if lang in structure.get("arc_context", {}):

@@ -85,10 +85,11 @@ def test_adapt_from_raw_text_then_annotated_sentences(tiny_pipeline_dir, wolof_f
 
 @pytest.fixture
 def small_ud_dir(tmp_path):
-    """A UD folder (no MANIFEST) with a 120-sentence Wolof train split + test split and a 50-sentence Welsh one."""
+    """A UD folder (no MANIFEST) with Wolof train (120 sentences), dev (15) and test (20) splits and a 50-sentence
+    Welsh train split."""
     root = tmp_path / "ud"
-    for repo, code, split, n in [("UD_Wolof-WTB", "wo_wtb", "train", 120), ("UD_Wolof-WTB", "wo_wtb", "test", 20),
-                                 ("UD_Welsh-CCG", "cy_ccg", "train", 50)]:
+    for repo, code, split, n in [("UD_Wolof-WTB", "wo_wtb", "train", 120), ("UD_Wolof-WTB", "wo_wtb", "dev", 15),
+                                 ("UD_Wolof-WTB", "wo_wtb", "test", 20), ("UD_Welsh-CCG", "cy_ccg", "train", 50)]:
         blocks = find_treebank(code, split).path.read_text(encoding="utf-8").split("\n\n")[:n]
         (root / repo).mkdir(parents=True, exist_ok=True)
         (root / repo / f"{code}-ud-{split}.conllu").write_text("\n\n".join(blocks) + "\n\n", encoding="utf-8")
@@ -102,7 +103,7 @@ def test_specialise_and_languages(tiny_pipeline_dir, small_ud_dir, tmp_path, iso
     pipe = spacy.load(out).get_pipe("concept_align")
     assert pipe.languages == ["wo"]  # Welsh has too few sentences: zero-shot
     entry = pipe.cfg["meta"]["in_language"]["wo"]
-    assert (entry["split"], entry["sentences"]) == ("train", 120)
+    assert (entry["split"], entry["sentences"]) == ("train+dev", 135)  # never the test split
     # The recorded test scores are the saved pipeline's on the Wolof test split: with its adaptation, and through
     # the zero-shot path, which is still the unspecialised pipeline's.
     from spacy_concept_align.feature_cache import extract_features
@@ -118,4 +119,4 @@ def test_specialise_and_languages(tiny_pipeline_dir, small_ud_dir, tmp_path, iso
     assert "wo" in pipe.decoder.priors and pipe.decoder.language_arcs["wo"].context is not None
     listing = runner.invoke(app, ["languages", str(out)])
     assert listing.exit_code == 0, listing.output
-    assert "wo_wtb" in listing.output and "train 120 sents" in listing.output and "cy" not in listing.output.split("\n")[1]
+    assert "wo_wtb" in listing.output and "train+dev 135 sents" in listing.output and "cy" not in listing.output.split("\n")[1]
