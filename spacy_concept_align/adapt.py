@@ -29,7 +29,7 @@ from .aligner import LanguageAdaptor
 from .concepts import class_sums
 from .features import FeatureSet
 from .labels import DEPRELS, UPOS
-from .lexicon import LanguagePriors, PriorWeights
+from .lexicon import LanguagePriors, PriorCounts, PriorWeights
 from .decoder import ConceptDecoder, known_labels, relation_features, tensor
 
 logger = logging.getLogger(__name__)
@@ -151,38 +151,62 @@ def adapt_language(decoder: ConceptDecoder, support: FeatureSet, lang: str, sett
 
 @dataclass
 class UnlabeledSettings:
-    """Adaptation to raw text: each class's prototype moves to the mean of the words confidently assigned to it.
+    """Adaptation to raw text: each class's prototype moves to the mean of the words confidently assigned to it, and
+    a language without annotated priors gets word priors from the model's own confident tags and relations.
 
-    One step of k-means started at the current prototypes, on the language's own words, shrunk towards where the
-    prototypes were. Chosen on the validation languages' dev splits (UPOS 80.2 -> 81.0; more steps drifted).
+    The prototypes take one step of k-means started where they are, on the language's own words, shrunk towards
+    where they were; chosen on the validation languages' dev splits (UPOS 80.2 -> 81.0; more steps drifted). The word
+    priors are LanguagePriors counted on the words tagged with at least `prior_confidence` (tag, and head for
+    relations): a word type's tag in most of its confident contexts becomes a soft vote for its other occurrences.
+    Validation languages' dev splits, transductive (UPOS / LAS): 80.3 / 50.0; prototypes 81.0 / 50.6; priors
+    81.3 / 50.7; both 81.8 / 51.1 (every one of the 10 languages gains).
     """
 
     confidence: float = 0.8  # only words the model assigns with at least this probability move a prototype
     shrink: float = 100.0  # pseudo-count of the current prototype
     relations: bool = True  # relation prototypes too, from the predicted trees
+    word_priors: bool = True  # word priors from the model's confident predictions (the words' forms are needed)
+    prior_confidence: float = 0.7  # of 0, 0.7, 0.9
+    # form 0.3 / 0.6 / 1.0, suffix 0 / 0.3, table 0 / 0.5 tried: UPOS within 0.1 of the best, these the best LAS
+    prior_weights: PriorWeights = field(default_factory=lambda: PriorWeights(form=0.3, suffix=0.3, table=0.5))
+
+    def __post_init__(self):
+        if isinstance(self.prior_weights, dict):  # from a config
+            self.prior_weights = PriorWeights(**self.prior_weights)
 
 
 def adapt_unlabeled(decoder: ConceptDecoder, chunks: Union[FeatureSet, Iterable[FeatureSet]], lang: str,
                     settings: Optional[UnlabeledSettings] = None) -> Dict[str, float]:
-    """Fit `lang`'s prototypes to its own unlabeled words (kept with any adaptation `lang` already has).
+    """Fit `lang`'s prototypes to its own unlabeled words (kept with any adaptation `lang` already has) and, if it
+    has no word priors from annotated sentences, give it priors from the model's confident predictions.
 
-    chunks: the words' features, or an iterable of them (raw text of any size, a chunk at a time: only class sums
-    are kept). Every word is assigned with the model as it was before this call.
-    RETURNS (Dict[str, float]): seconds, words used, and the share of words confident enough to count.
+    chunks: the words' features (with their forms, for the priors), or an iterable of them (raw text of any size, a
+    chunk at a time: only sums and counts are kept). Every word is assigned with the model as it was before this call.
+    RETURNS (Dict[str, float]): seconds, words used, the share of words confident enough to count, word types given a
+    prior.
     """
     settings = settings or UnlabeledSettings()
     start = time.perf_counter()
     aligners = {"pos": decoder.pos, "rel": decoder.rel} if settings.relations else {"pos": decoder.pos}
     sums = {name: torch.zeros_like(aligner.prototypes()) for name, aligner in aligners.items()}
     counts = {name: torch.zeros(len(aligner.valid)) for name, aligner in aligners.items()}
+    # what the model tags confidently (-1 elsewhere), for a language without priors of its own
+    confident = PriorCounts(len(UPOS), len(DEPRELS)) if settings.word_priors and lang not in decoder.priors else None
     words = 0
     with decoder.inference():
         for features in [chunks] if isinstance(chunks, FeatureSet) else chunks:
             words += features.n_words
             inputs = {"pos": tensor(features.words)}
+            heads = None
+            if confident is not None and features.forms is not None:
+                upos, heads, deprels, confidence = decoder.predict_with_confidence(features, lang, features.forms)
+                tag_ok = confidence[:, 0] >= settings.prior_confidence
+                arc_ok = tag_ok & (confidence[:, 1] >= settings.prior_confidence)
+                confident.add(features.forms, np.where(tag_ok, upos, -1), np.where(arc_ok, heads, -1), deprels,
+                              features.offsets)
             if settings.relations:
                 upos = decoder.pos.logits(inputs["pos"], lang).argmax(-1).numpy()
-                heads = decoder.predict_heads(features, lang)
+                heads = decoder.predict_heads(features, lang) if heads is None else heads
                 inputs["rel"] = tensor(decoder.relation_inputs(features, heads, upos, lang))
             for name, aligner in aligners.items():
                 confidence, labels = torch.softmax(aligner.logits(inputs[name], lang), -1).max(-1)
@@ -201,6 +225,9 @@ def adapt_unlabeled(decoder: ConceptDecoder, chunks: Union[FeatureSet, Iterable[
         target = torch.where(n > 0, (sums[name] + settings.shrink * current) / (n + settings.shrink), current)
         aligner.adaptors[lang].prototype_shift.copy_(target - aligner.prototypes())
         report[f"{name}_confident"] = float(counts[name].sum()) / words
+    if confident is not None and confident.pos:
+        decoder.priors[lang] = confident.priors(settings.prior_weights)
+        report["prior_types"] = len(confident.pos)
     report["seconds"] = time.perf_counter() - start
     logger.info("adapt_unlabeled %s: %d words, %.0f%% confident (UPOS), %.1f s", lang, words,
                 100 * report["pos_confident"], report["seconds"])

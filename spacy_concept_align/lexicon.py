@@ -47,9 +47,7 @@ class Lexicon:
     def from_words(cls, forms: Iterable[str], labels: Iterable[int], n_classes: int) -> "Lexicon":
         """Counts of (form, label) pairs; labels < 0 (unknown) are skipped."""
         counts: Dict[str, Counter] = defaultdict(Counter)
-        for form, label in zip(forms, labels):
-            if label >= 0:
-                counts[form][int(label)] += 1
+        count_words(counts, forms, labels)
         return cls(n_classes, {form: dict(c) for form, c in counts.items()})
 
     def __len__(self) -> int:
@@ -110,6 +108,13 @@ class Lexicon:
         return cls(n_classes, counts)
 
 
+def count_words(counts: Dict[str, Counter], forms: Iterable[str], labels: Iterable[int]) -> None:
+    """Add (form, label) pairs to `counts`; labels < 0 (unknown) are skipped."""
+    for form, label in zip(forms, labels):
+        if label >= 0:
+            counts[form][int(label)] += 1
+
+
 class LanguagePriors:
     """What one language's annotated sentences say beyond the vectors: word forms' tags and relations (Lexicons)
     and how relations go with tags and direction: counts of (dependent UPOS, head UPOS or root, head to the right?,
@@ -124,10 +129,9 @@ class LanguagePriors:
     def from_treebank(cls, forms: Sequence[str], upos: np.ndarray, heads: np.ndarray, deprels: np.ndarray,
                       offsets: np.ndarray, n_upos: int, n_rels: int, weights: Optional[PriorWeights] = None):
         """Counts from gold labels (-1 = unknown) of flat words, sentence `offsets` as in a FeatureSet."""
-        upos, heads, deprels = (np.asarray(a, np.int64) for a in (upos, heads, deprels))
-        rels = np.where(heads >= 0, deprels, -1)
-        table = relation_table(upos, heads, deprels, offsets, n_upos, n_rels)
-        return cls(Lexicon.from_words(forms, upos, n_upos), Lexicon.from_words(forms, rels, n_rels), table, weights)
+        counts = PriorCounts(n_upos, n_rels)
+        counts.add(forms, upos, heads, deprels, offsets)
+        return counts.priors(weights)
 
     def relation_log_prior(self, upos: np.ndarray, heads: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """log p(relation | dependent UPOS, head UPOS, direction) per word (n x n_rels), smoothed."""
@@ -147,6 +151,29 @@ class LanguagePriors:
             table[tuple(index)] = n
         return cls(Lexicon.from_json(data["pos"], shape[0]), Lexicon.from_json(data["rel"], shape[3]), table,
                    PriorWeights(**data.get("weights", {})))
+
+
+class PriorCounts:
+    """What LanguagePriors count, added a batch of labelled words at a time (raw text of any size, tagged by the
+    model, is read in chunks)."""
+
+    def __init__(self, n_upos: int, n_rels: int):
+        self.pos: Dict[str, Counter] = defaultdict(Counter)
+        self.rel: Dict[str, Counter] = defaultdict(Counter)
+        self.table = np.zeros((n_upos, n_upos + 1, 2, n_rels), np.float32)
+
+    def add(self, forms: Sequence[str], upos: np.ndarray, heads: np.ndarray, deprels: np.ndarray,
+            offsets: np.ndarray) -> None:
+        """Flat words' labels (-1 = unknown), sentence `offsets` as in a FeatureSet."""
+        upos, heads, deprels = (np.asarray(a, np.int64) for a in (upos, heads, deprels))
+        count_words(self.pos, forms, upos)
+        count_words(self.rel, forms, np.where(heads >= 0, deprels, -1))
+        self.table += relation_table(upos, heads, deprels, offsets, self.table.shape[0], self.table.shape[3])
+
+    def priors(self, weights: Optional[PriorWeights] = None) -> LanguagePriors:
+        lexicon = lambda counts, n: Lexicon(n, {form: dict(c) for form, c in counts.items()})  # noqa: E731
+        return LanguagePriors(lexicon(self.pos, self.table.shape[0]), lexicon(self.rel, self.table.shape[3]),
+                              self.table, weights)
 
 
 def relation_table(upos: np.ndarray, heads: np.ndarray, deprels: np.ndarray, offsets: np.ndarray, n_upos: int,

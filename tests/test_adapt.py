@@ -184,3 +184,35 @@ def test_unlabeled_text_moves_only_its_languages_prototypes(setup):
     with pytest.raises(ValueError, match="at least one word"):
         adapt_unlabeled(decoder, [], "xx")
     assert "xx" not in decoder.languages
+
+
+def test_unlabeled_text_gives_word_priors_from_confident_predictions(setup, ud_file):
+    """A language without annotated priors gets priors counted on the words the model tags confidently (the same
+    counts whether the text comes whole or in chunks); one with annotated priors keeps them."""
+    from spacy_concept_align.adapt import UnlabeledSettings, adapt_unlabeled
+    from spacy_concept_align.corpus import read_conllu
+    from spacy_concept_align.features import FeatureSet
+    from spacy_concept_align.labels import UPOS
+
+    decoder, wolof = setup
+    forms = [w for s in read_conllu(ud_file("wo_wtb", "train"))[:60] for w in s.words]
+    text = FeatureSet(**{**vars(wolof), "forms": forms})
+    upos, _, _, confidence = decoder.predict_with_confidence(text, "wo", forms)
+    settings = UnlabeledSettings(prior_confidence=float(np.median(confidence[:, 0])))
+    report = adapt_unlabeled(decoder, text, "wo", settings)
+    lexicon = decoder.priors["wo"].pos
+    confident = confidence[:, 0] >= settings.prior_confidence
+    assert sum(sum(c.values()) for c in lexicon.counts.values()) == confident.sum()  # confident words only
+    assert all(lexicon.counts[f].get(int(t), 0) > 0 for f, t in zip(np.array(forms)[confident], upos[confident]))
+    assert report["prior_types"] == len(lexicon) and decoder.priors["wo"].weights.form == 0.3
+    for aligner in (decoder.pos, decoder.rel):  # back to the model as it was: the same counts, read in chunks
+        del aligner.adaptors["wo"]
+    del decoder.priors["wo"]
+    adapt_unlabeled(decoder, [text.select(range(0, 25)), text.select(range(25, 60))], "wo", settings)
+    assert decoder.priors["wo"].pos.counts == lexicon.counts
+    # a language with annotated priors keeps them
+    support = wolof.select(range(20))
+    adapt_language(decoder, support, "wo", AdaptSettings(steps=1, adapt_arcs=False), forms[: support.n_words])
+    annotated = decoder.priors["wo"].pos.counts
+    adapt_unlabeled(decoder, text, "wo", settings)
+    assert decoder.priors["wo"].pos.counts == annotated and len(UPOS) == lexicon.n_classes

@@ -6,7 +6,7 @@ Predictions come from the same ConceptDecoder.predict that the pipe calls, on ca
 import json
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 
-from ..corpus import TreebankFile, list_treebanks
+from ..corpus import TreebankFile, list_treebanks, read_conllu
 from ..features import FeatureSet
 from ..feature_cache import extract_features
 from ..labels import DEPRELS, ROOT_ID, UPOS
@@ -151,7 +151,8 @@ def evaluate(nlp, data_dir: Optional[Path] = None, only: Optional[Sequence[str]]
                 row[name] = asdict(conll18_scores(*predict_treebank(system, tb.path)))
                 continue
             if system == UNLABELED:
-                predicted = _predict_after_unlabeled(decoder, features)
+                forms = [word for sentence in read_conllu(tb.path) for word in sentence.words]
+                predicted = _predict_after_unlabeled(decoder, features, forms)
             elif system is None:
                 *predicted, confidence = decoder.predict_with_confidence(features)
                 correct = (predicted[0] == features.upos) & (predicted[1] == features.heads)
@@ -178,15 +179,15 @@ def calibration(correct: np.ndarray, confidence: np.ndarray, bins: int = 10) -> 
             "accuracy": 100 * float(np.mean(correct)), "bins": table}
 
 
-def _predict_after_unlabeled(decoder: ConceptDecoder, features: FeatureSet):
-    """Predictions of a copy of `decoder` adapted to the words it is about to tag (their labels unseen)."""
+def _predict_after_unlabeled(decoder: ConceptDecoder, features: FeatureSet, forms: List[str]):
+    """Predictions of a copy of `decoder` adapted to the words it is about to tag (their forms, not their labels)."""
     import copy
 
     from ..adapt import adapt_unlabeled
 
     target = copy.deepcopy(decoder)
-    adapt_unlabeled(target, features, "__target__")
-    return target.predict(features, "__target__")
+    adapt_unlabeled(target, replace(features, forms=forms), "__target__")
+    return target.predict(features, "__target__", forms)
 
 
 def summary(result: dict) -> Dict[str, Dict[str, float]]:
