@@ -198,7 +198,7 @@ def test_unlabeled_text_gives_word_priors_from_confident_predictions(setup, ud_f
     forms = [w for s in read_conllu(ud_file("wo_wtb", "train"))[:60] for w in s.words]
     text = FeatureSet(**{**vars(wolof), "forms": forms})
     upos, _, _, confidence = decoder.predict_with_confidence(text, "wo", forms)
-    settings = UnlabeledSettings(prior_confidence=float(np.median(confidence[:, 0])))
+    settings = UnlabeledSettings(prior_confidence=float(np.median(confidence[:, 0])), prior_min_words=text.n_words)
     report = adapt_unlabeled(decoder, text, "wo", settings)
     lexicon = decoder.priors["wo"].pos
     confident = confidence[:, 0] >= settings.prior_confidence
@@ -210,6 +210,9 @@ def test_unlabeled_text_gives_word_priors_from_confident_predictions(setup, ud_f
     del decoder.priors["wo"]
     adapt_unlabeled(decoder, [text.select(range(0, 25)), text.select(range(25, 60))], "wo", settings)
     assert decoder.priors["wo"].pos.counts == lexicon.counts
+    del decoder.priors["wo"]
+    assert "prior_types" not in adapt_unlabeled(decoder, text.select(range(59)), "wo", settings)  # too little text
+    assert "wo" not in decoder.priors
     # a language with annotated priors keeps them
     support = wolof.select(range(20))
     adapt_language(decoder, support, "wo", AdaptSettings(steps=1, adapt_arcs=False), forms[: support.n_words])
