@@ -74,6 +74,7 @@ class AdaptSettings:
     # validation languages (LAS at K=5 / 10 / 20: 48.8 / 50.8 / 52.4 adapting them, 50.0 / 51.4 / 52.4 from 20 on).
     min_relation_sentences: int = 20
     priors: bool = True  # word identity + relation-given-tags table (needs the words' forms)
+    seed: int = 0  # new layers' initialisation and dropout
     prior_weights: PriorWeights = field(default_factory=PriorWeights)
 
     def __post_init__(self):
@@ -110,6 +111,13 @@ def adapt_language(decoder: ConceptDecoder, support: FeatureSet, lang: str, sett
         if len(forms) != support.n_words:
             raise ValueError(f"adapt: {len(forms)} word forms for {support.n_words} words")
         support = replace(support, forms=list(forms))
+    with torch.random.fork_rng(devices=[]):  # reproducible, and the caller's random state is left as it was
+        torch.manual_seed(settings.seed)
+        return _adapt_language(decoder, support, lang, settings, forms)
+
+
+def _adapt_language(decoder: ConceptDecoder, support: FeatureSet, lang: str, settings: AdaptSettings,
+                    forms: Optional[Sequence[str]]) -> Dict[str, float]:
     mode = settings.mode(len(support))
     start = time.perf_counter()
     was_training = decoder.training

@@ -219,3 +219,22 @@ def test_unlabeled_text_gives_word_priors_from_confident_predictions(setup, ud_f
     annotated = decoder.priors["wo"].pos.counts
     adapt_unlabeled(decoder, text, "wo", settings)
     assert decoder.priors["wo"].pos.counts == annotated and len(UPOS) == lexicon.n_classes
+
+
+def test_adaptation_is_reproducible_and_leaves_the_callers_random_state(setup):
+    """The new layers' initialisation and dropout follow AdaptSettings.seed, whatever the caller's random state."""
+    decoder, wolof = setup
+    settings = AdaptSettings(whole_treebank=50, epochs=1, arc_epochs=1)
+    weights = []
+    for caller_seed in (123, 456):
+        torch.manual_seed(caller_seed)
+        adapt_language(decoder, wolof.select(range(60)), "wo", settings)
+        after = torch.rand(3)
+        torch.manual_seed(caller_seed)
+        assert torch.equal(after, torch.rand(3))  # the caller's random stream is untouched
+        weights.append({k: v.clone() for k, v in decoder.state_dict().items() if ".wo." in k})
+    assert weights[0].keys() == weights[1].keys() and len(weights[0]) > 0
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    adapt_language(decoder, wolof.select(range(60)), "wo", AdaptSettings(whole_treebank=50, epochs=1, arc_epochs=1,
+                                                                         seed=1))
+    assert any(not torch.equal(weights[0][k], v) for k, v in decoder.state_dict().items() if k in weights[0])
