@@ -113,11 +113,11 @@ def adapt_language(decoder: ConceptDecoder, support: FeatureSet, lang: str, sett
         support = replace(support, forms=list(forms))
     with torch.random.fork_rng(devices=[]):  # reproducible, and the caller's random state is left as it was
         torch.manual_seed(settings.seed)
-        return _adapt_language(decoder, support, lang, settings, forms)
+        return _adapt_language(decoder, support, lang, settings)
 
 
-def _adapt_language(decoder: ConceptDecoder, support: FeatureSet, lang: str, settings: AdaptSettings,
-                    forms: Optional[Sequence[str]]) -> Dict[str, float]:
+def _adapt_language(decoder: ConceptDecoder, support: FeatureSet, lang: str,
+                    settings: AdaptSettings) -> Dict[str, float]:
     mode = settings.mode(len(support))
     start = time.perf_counter()
     was_training = decoder.training
@@ -142,9 +142,9 @@ def _adapt_language(decoder: ConceptDecoder, support: FeatureSet, lang: str, set
             report[f"{name}_loss"] = fit(aligner, adaptor, x[y >= 0], y[y >= 0], settings, mode)
         adaptors[name] = adaptor
     priors = None
-    if settings.priors and forms is not None:
-        priors = LanguagePriors.from_treebank(forms, support.upos, support.heads, support.deprels, support.offsets,
-                                              len(UPOS), len(DEPRELS), settings.prior_weights)
+    if settings.priors and support.forms is not None:
+        priors = LanguagePriors.from_treebank(support.forms, support.upos, support.heads, support.deprels,
+                                              support.offsets, len(UPOS), len(DEPRELS), settings.prior_weights)
     # Swap the new parts in only now: a failure above leaves the model as it was.
     decoder.pos.adaptors[lang], decoder.rel.adaptors[lang] = adaptors["pos"], adaptors["rel"]
     for parts, new in ((decoder.language_arcs, arcs), (decoder.priors, priors)):
