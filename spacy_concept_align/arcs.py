@@ -188,10 +188,15 @@ class BiaffineArcScorer(nn.Module):
         """
         if words.dim() != 3:
             raise ValueError(f"words must be [B, n, width], got {tuple(words.shape)}")
-        B, n, _ = words.shape
         mask = mask.to(dtype=torch.bool, device=words.device)
         if self.context is not None:
             words = self.context(words, mask, forms)
+        return self.score(words, roots, mask)
+
+    def score(self, words: Tensor, roots: Tensor, mask: Tensor) -> Tensor:
+        """`forward` on words already in context (the context layer's output, if the scorer has one)."""
+        B, n, _ = words.shape
+        mask = mask.to(dtype=torch.bool, device=words.device)
         candidates = torch.cat([roots.unsqueeze(1), words], dim=1)  # [B, n+1, w]
         dep = self.dep_mlp(words)  # [B, n, h]
         head = self.head_mlp(candidates)  # [B, n+1, h]

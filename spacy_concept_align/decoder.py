@@ -168,7 +168,7 @@ class ConceptDecoder(nn.Module):
         re-estimated from it (what few-shot adaptation does at test time)."""
         lang = features.lang
         # relations read what they read at prediction (a language's own layer may read context and structure)
-        words, relations = tensor(features.words), tensor(self.relation_inputs(features, features.heads, features.upos, lang))
+        words, relations = tensor(self.pos_inputs(features, lang)), tensor(self.relation_inputs(features, features.heads, features.upos, lang))
         upos = known_labels(tensor(features.upos, torch.long), self.pos.valid)
         deprels = known_labels(tensor(np.where(features.heads >= 0, features.deprels, -1), torch.long), self.rel.valid)
         scores = {"pos": (self.pos.logits(words, lang), upos, 1.0), "rel": (self.rel.logits(relations, lang), deprels, 1.0)}
@@ -215,12 +215,18 @@ class ConceptDecoder(nn.Module):
         if forms is not None and features.forms is None:  # a language's own arc scorer may read them
             features = replace(features, forms=list(forms))
         with self.inference():
-            pos_scores = torch.log_softmax(self.pos.logits(tensor(features.words), lang), -1).numpy()
+            # a language's own parts read its words in context (computed once here)
+            context = self.contextual_words(features, lang) if lang in self.language_arcs else None
+            pos_scores = torch.log_softmax(self.pos.logits(tensor(self.pos_inputs(features, lang, context)), lang), -1).numpy()
             if priors is not None:
                 pos_scores = pos_scores + priors.pos.log_prior(forms, priors.weights)
             upos = pos_scores.argmax(-1)
-            heads, head_p = self.heads_with_probabilities(features, lang, self.confidence_temperatures[1])
-            relations = self.relation_inputs(features, heads, upos, lang)
+            arc_prior = None
+            if priors is not None and priors.weights.arcs and priors.arc_table.any():
+                arc_prior = [priors.weights.arcs * p for p in priors.arc_log_prior(upos, features.offsets)]
+            heads, head_p = self.heads_with_probabilities(features, lang, self.confidence_temperatures[1],
+                                                          arc_prior=arc_prior)
+            relations = self.relation_inputs(features, heads, upos, lang, context)
             rel_scores = torch.log_softmax(self.rel.logits(tensor(relations), lang), -1).numpy()
         if priors is not None:
             rel_scores = (rel_scores + priors.rel.log_prior(forms, priors.weights)
@@ -238,15 +244,26 @@ class ConceptDecoder(nn.Module):
         tag_p = np.exp(tag_scores - np.logaddexp.reduce(tag_scores, axis=1, keepdims=True))[np.arange(len(upos)), upos]
         return upos, heads, deprels, np.stack([tag_p, head_p], axis=1).astype(np.float32)
 
+    def pos_inputs(self, features: FeatureSet, lang: Optional[str] = None,
+                   context: Optional[np.ndarray] = None) -> np.ndarray:
+        """What the UPOS aligner reads: the vectors, then, if `lang`'s own first layer reads them, the vectors in
+        context (`context`: `contextual_words` if already computed)."""
+        if not self.pos.extra_inputs(lang):
+            return np.asarray(features.words, np.float32)
+        context = self.contextual_words(features, lang) if context is None else context
+        return np.concatenate([np.asarray(features.words, np.float32), context], axis=1)
+
     def relation_inputs(self, features: FeatureSet, heads: np.ndarray, upos: np.ndarray,
-                        lang: Optional[str] = None) -> np.ndarray:
+                        lang: Optional[str] = None, context: Optional[np.ndarray] = None) -> np.ndarray:
         """What the relation aligner reads: h(head) - h(dependent) (on the words as `lang`'s arc scorer sees them,
         in context if it has a context layer), then, if `lang`'s own first layer reads more, the structure of the
         arc: the dependent's vector, its UPOS, its head's UPOS (or root), direction and log distance.
         """
         extra = self.rel.extra_inputs(lang)
         # Multilingual relations were learned on the vectors; a language's own relation layer on its arc scorer's.
-        words = self.contextual_words(features, lang) if lang in self.language_arcs else features.words
+        words = features.words
+        if lang in self.language_arcs:
+            words = self.contextual_words(features, lang) if context is None else context
         return relation_features(np.asarray(words, np.float32), features, heads, upos, structure=extra > 0,
                                  dependent=extra == self.width + STRUCTURE_FEATURES)
 
@@ -278,10 +295,10 @@ class ConceptDecoder(nn.Module):
         return self.heads_with_probabilities(features, lang, batch_size=batch_size, max_cells=max_cells)[0]
 
     def heads_with_probabilities(self, features: FeatureSet, lang: Optional[str] = None, temperature: float = 1.0,
-                                 batch_size: Optional[int] = None,
-                                 max_cells: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+                                 batch_size: Optional[int] = None, max_cells: Optional[int] = None,
+                                 arc_prior: Optional[Sequence[np.ndarray]] = None) -> Tuple[np.ndarray, np.ndarray]:
         """`predict_heads`, and the arc scorer's probability (softmax at `temperature` over the candidate heads) of
-        each word's chosen head, from the same scores."""
+        each word's chosen head, from the same scores; `arc_prior` (per sentence, n x n + 1) is added to them."""
         arcs = self.arc_scorer(lang)
         heads = np.zeros(features.n_words, dtype=np.int64)
         probabilities = np.zeros(features.n_words, dtype=np.float32)
@@ -292,6 +309,10 @@ class ConceptDecoder(nn.Module):
                 selected = features.select(batch)
                 words, roots, mask = self._padded(selected)
                 scores = arcs(words, roots, mask, self._sentence_forms(selected))
+                if arc_prior is not None:
+                    scores = scores.clone()
+                    for row, prior in enumerate(arc_prior[batch.start : batch.stop]):
+                        scores[row, : len(prior), : len(prior) + 1] += torch.from_numpy(prior)
                 trees = decode_batch(scores, mask)
                 probs = torch.softmax(scores / temperature, -1)
                 for row, ((start, end), tree) in enumerate(zip(spans[batch.start : batch.stop], trees)):

@@ -30,6 +30,10 @@ class PriorWeights:
     form: float = 1.0  # the form (or its lower-cased form) was seen
     suffix: float = 0.3  # only a suffix was seen
     table: float = 0.5  # relations: p(relation | dependent UPOS, head UPOS, direction)
+    # heads: log p(arc | dependent UPOS, head UPOS or root, offset), the language's word order, added to the arc
+    # scores. Validation languages, K = 5 / 20 / 50 support sentences, 2 seeds, LAS: 49.9 / 52.4 / 54.1 without, 50.8 /
+    # 54.3 / 56.4 at 0.3 (UAS +1.2 / +2.2 / +2.6), 50.4 / - / 56.6 at 0.5, - / 54.4 / - at 0.6, - / 53.9 / - at 1
+    arcs: float = 0.3
     smoothing: float = 0.5  # pseudo-count spread over the classes (Dirichlet) before normalising
 
 
@@ -121,9 +125,25 @@ class LanguagePriors:
     relation), so that the label of an arc agrees with the words it joins.
     """
 
-    def __init__(self, pos: Lexicon, rel: Lexicon, table: np.ndarray, weights: Optional[PriorWeights] = None):
+    def __init__(self, pos: Lexicon, rel: Lexicon, table: np.ndarray, weights: Optional[PriorWeights] = None,
+                 arc_table: Optional[np.ndarray] = None):
         self.pos, self.rel, self.table = pos, rel, np.asarray(table, np.float32)
         self.weights = weights or PriorWeights()
+        n_upos = self.table.shape[0]
+        #: (candidate pairs, arcs) per (dependent UPOS, head UPOS or root, offset bucket): `arc_counts`
+        self.arc_table = (np.zeros((n_upos, n_upos + 1, OFFSET_BUCKETS, 2), np.float32) if arc_table is None
+                          else np.asarray(arc_table, np.float32))
+        self._arc_log_p = arc_log_probabilities(self.arc_table)
+
+    def arc_log_prior(self, upos: np.ndarray, offsets: np.ndarray) -> List[np.ndarray]:
+        """Per sentence, log p(arc | dependent UPOS, candidate head's UPOS or root, offset) for every (dependent,
+        head column) pair (n x n + 1, column 0 = root), from the words' tags."""
+        out = []
+        for start, end in zip(offsets[:-1], offsets[1:]):
+            tags = np.asarray(upos[start:end], np.int64)
+            head_tags = np.concatenate([[self.table.shape[0]], tags])
+            out.append(self._arc_log_p[tags[:, None], head_tags[None, :], offset_buckets(end - start)])
+        return out
 
     @classmethod
     def from_treebank(cls, forms: Sequence[str], upos: np.ndarray, heads: np.ndarray, deprels: np.ndarray,
@@ -139,8 +159,10 @@ class LanguagePriors:
 
     def to_json(self) -> dict:
         nonzero = np.argwhere(self.table > 0)
+        arcs = np.argwhere(self.arc_table > 0)
         return {"pos": self.pos.to_json(), "rel": self.rel.to_json(), "table_shape": list(self.table.shape),
                 "table": [[*map(int, index), float(self.table[tuple(index)])] for index in nonzero],
+                "arc_table": [[*map(int, index), float(self.arc_table[tuple(index)])] for index in arcs],
                 "weights": vars(self.weights)}
 
     @classmethod
@@ -149,8 +171,11 @@ class LanguagePriors:
         table = np.zeros(shape, np.float32)
         for *index, n in data["table"]:
             table[tuple(index)] = n
+        arc_table = np.zeros((shape[0], shape[1], OFFSET_BUCKETS, 2), np.float32)
+        for *index, n in data.get("arc_table", []):  # priors saved before arcs were counted have none
+            arc_table[tuple(index)] = n
         return cls(Lexicon.from_json(data["pos"], shape[0]), Lexicon.from_json(data["rel"], shape[3]), table,
-                   PriorWeights(**data.get("weights", {})))
+                   PriorWeights(**data.get("weights", {})), arc_table)
 
 
 class PriorCounts:
@@ -161,6 +186,7 @@ class PriorCounts:
         self.pos: Dict[str, Counter] = defaultdict(Counter)
         self.rel: Dict[str, Counter] = defaultdict(Counter)
         self.table = np.zeros((n_upos, n_upos + 1, 2, n_rels), np.float32)
+        self.arcs = np.zeros((n_upos, n_upos + 1, OFFSET_BUCKETS, 2), np.float32)
 
     def add(self, forms: Sequence[str], upos: np.ndarray, heads: np.ndarray, deprels: np.ndarray,
             offsets: np.ndarray) -> None:
@@ -169,11 +195,12 @@ class PriorCounts:
         count_words(self.pos, forms, upos)
         count_words(self.rel, forms, np.where(heads >= 0, deprels, -1))
         self.table += relation_table(upos, heads, deprels, offsets, self.table.shape[0], self.table.shape[3])
+        self.arcs += arc_counts(upos, heads, offsets, self.table.shape[0])
 
     def priors(self, weights: Optional[PriorWeights] = None) -> LanguagePriors:
         lexicon = lambda counts, n: Lexicon(n, {form: dict(c) for form, c in counts.items()})  # noqa: E731
         return LanguagePriors(lexicon(self.pos, self.table.shape[0]), lexicon(self.rel, self.table.shape[3]),
-                              self.table, weights)
+                              self.table, weights, self.arcs)
 
 
 def relation_table(upos: np.ndarray, heads: np.ndarray, deprels: np.ndarray, offsets: np.ndarray, n_upos: int,
@@ -194,6 +221,49 @@ def relation_log_prior(table: np.ndarray, upos: np.ndarray, heads: np.ndarray, o
     head_upos, right = arc_context(upos, heads, offsets, table.shape[0])
     counts = table[upos, np.maximum(head_upos, 0), right]
     return np.log((counts + smoothing / counts.shape[1]) / (counts.sum(1, keepdims=True) + smoothing))
+
+
+#: Offset buckets of a (dependent, candidate head) pair: head <= -7, -6..-4, -3, -2, -1, +1, +2, +3, +4..+6, >= +7
+#: words away, and the root.
+OFFSET_BUCKETS = 11
+_BUCKET_OF_OFFSET = np.array([0, 1, 1, 1, 2, 3, 4, 4, 5, 6, 7, 8, 8, 8, 9])  # offsets -7..+7 (0 is never asked)
+
+
+def offset_buckets(n: int) -> np.ndarray:
+    """n x n + 1 offset bucket of every (dependent i, head column j) pair (column 0 = root, j = word j)."""
+    offset = np.arange(n + 1)[None, :] - np.arange(1, n + 1)[:, None]
+    buckets = _BUCKET_OF_OFFSET[np.clip(offset, -7, 7) + 7]
+    buckets[:, 0] = OFFSET_BUCKETS - 1
+    return buckets
+
+
+def arc_counts(upos: np.ndarray, heads: np.ndarray, offsets: np.ndarray, n_upos: int) -> np.ndarray:
+    """Candidate pairs and arcs per (dependent UPOS, head UPOS or root, offset bucket), in gold trees: how the
+    language orders heads and dependents (words with unknown tags or heads are skipped)."""
+    upos, heads = np.asarray(upos, np.int64), np.asarray(heads, np.int64)
+    counts = np.zeros((n_upos, n_upos + 1, OFFSET_BUCKETS, 2), np.float32)
+    for start, end in zip(offsets[:-1], offsets[1:]):
+        n = end - start
+        tags, gold = upos[start:end], heads[start:end]
+        head_tags = np.concatenate([[n_upos], tags])
+        buckets = offset_buckets(n)
+        dep = np.repeat(np.arange(n), n + 1).reshape(n, n + 1)
+        col = np.tile(np.arange(n + 1), (n, 1))
+        ok = (tags[dep] >= 0) & (head_tags[col] >= 0) & (col != dep + 1) & (gold[dep] >= 0)
+        np.add.at(counts, (tags[dep][ok], head_tags[col][ok], buckets[ok], 0), 1)
+        arcs = np.flatnonzero((gold >= 0) & (tags >= 0) & (head_tags[np.maximum(gold, 0)] >= 0))
+        np.add.at(counts, (tags[arcs], head_tags[gold[arcs]], buckets[arcs, gold[arcs]], 1), 1)
+    return counts
+
+
+def arc_log_probabilities(counts: np.ndarray, strength: float = 2.0) -> np.ndarray:
+    """log p(arc | dependent UPOS, head UPOS, offset) from `arc_counts`, each level smoothed towards the next coarser
+    one (dependent UPOS and offset, then offset alone) with `strength` pseudo-candidates."""
+    candidates, arcs = counts[..., 0], counts[..., 1]
+    by_offset = (arcs.sum((0, 1)) + 1e-3) / (candidates.sum((0, 1)) + 1e-2)
+    by_dependent = (arcs.sum(1) + strength * by_offset) / (candidates.sum(1) + strength)
+    p = (arcs + strength * by_dependent[:, None, :]) / (candidates + strength)
+    return np.log(np.clip(p, 1e-6, 1.0)).astype(np.float32)
 
 
 def arc_context(upos: np.ndarray, heads: np.ndarray, offsets: np.ndarray, n_upos: int) -> Tuple[np.ndarray, np.ndarray]:

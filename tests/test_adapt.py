@@ -136,11 +136,27 @@ def test_a_whole_treebank_trains_the_languages_own_phi_and_contextual_arcs(setup
     adapt_language(decoder, support, "wo", settings)
     assert decoder.pos.adaptors["wo"].inner is not None and decoder.rel.adaptors["wo"].inner is not None
     assert decoder.language_arcs["wo"].context is not None and decoder.arcs.context is None
+    assert decoder.pos.extra_inputs("wo") == decoder.width  # UPOS reads the words in context too
     assert all(torch.equal(shared[k], v) for k, v in state(decoder).items() if k in shared)  # shared parts frozen
     assert np.mean(decoder.predict(support, "wo")[0] == support.upos) > np.mean(before[0] == support.upos)
     assert all(np.array_equal(a, b) for a, b in zip(decoder.predict(support), before))  # zero-shot path unchanged
     with pytest.raises(ValueError, match="must be"):
         AdaptSettings(train="everything").mode(10)
+
+
+def test_the_languages_arc_table_moves_heads_towards_its_word_order(setup, ud_file):
+    from spacy_concept_align.corpus import read_conllu
+
+    decoder, wolof = setup
+    support = wolof.select(range(40))
+    forms = [w for s in read_conllu(ud_file("wo_wtb", "train"))[:40] for w in s.words]
+    adapt_language(decoder, support, "wo", AdaptSettings(steps=5, arc_steps=5), forms)
+    priors = decoder.priors["wo"]
+    assert priors.weights.arcs > 0 and priors.arc_table.any()
+    with_table = decoder.predict(support, "wo", forms)[1]
+    priors.weights.arcs = 0.0
+    without = decoder.predict(support, "wo", forms)[1]
+    assert np.mean(with_table == support.heads) > np.mean(without == support.heads)
 
 
 def test_priors_from_the_support_words_decide_words_seen_there(setup, ud_file):

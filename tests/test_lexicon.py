@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from spacy_concept_align.lexicon import LanguagePriors, Lexicon, PriorWeights, arc_context
+from spacy_concept_align.lexicon import (OFFSET_BUCKETS, LanguagePriors, Lexicon, PriorWeights, arc_context, arc_counts,
+                                         offset_buckets)
 
 NOUN, VERB, ADP = 0, 1, 2
 
@@ -49,6 +50,30 @@ def test_arc_context_gives_head_tag_and_direction():
     upos, heads, offsets = np.array([NOUN, VERB, NOUN, VERB]), np.array([2, 0, 0, 1]), np.array([0, 2, 4])
     head_upos, right = arc_context(upos, heads, offsets, 3)
     assert list(head_upos) == [VERB, 3, 3, NOUN] and list(right) == [1, 0, 0, 0]
+
+
+def test_offset_buckets_tell_direction_and_distance_and_the_root_apart():
+    buckets = offset_buckets(9)
+    assert buckets.shape == (9, 10) and np.all(buckets[:, 0] == OFFSET_BUCKETS - 1)  # column 0: the root
+    first, last = buckets[0], buckets[8]  # word 1 looks right only, word 9 left only
+    assert list(first[2:]) == [5, 6, 7, 8, 8, 8, 9, 9]  # +1, +2, +3, +4..+6, >= +7
+    assert list(last[1:9][::-1]) == [4, 3, 2, 1, 1, 1, 0, 0]  # -1, -2, -3, -6..-4, <= -7
+
+
+def test_the_arc_table_learns_which_way_heads_go():
+    # two sentences "NOUN ADP VERB": the adposition attaches to the noun on its left, the noun to the verb
+    upos, heads, offsets = np.array([NOUN, ADP, VERB] * 2), np.array([3, 1, 0] * 2), np.array([0, 3, 6])
+    counts = arc_counts(upos, heads, offsets, 3)
+    assert counts[..., 1].sum() == 6 and counts[..., 0].sum() == 6 * 3  # each word: 3 candidate heads, 1 arc
+    assert counts[ADP, NOUN, 4, 1] == 2 and counts[VERB, 3, OFFSET_BUCKETS - 1, 1] == 2  # -1 to the noun; the root
+    priors = LanguagePriors.from_treebank(["a", "b", "c"] * 2, upos, heads, np.zeros(6, int), offsets, 3, 5)
+    (prior,) = priors.arc_log_prior(np.array([NOUN, ADP, VERB]), np.array([0, 3]))
+    assert prior.shape == (3, 4) and prior[1].argmax() == 1 and prior[0].argmax() == 3 and prior[2].argmax() == 0
+    again = LanguagePriors.from_json(priors.to_json())
+    assert np.array_equal(again.arc_table, priors.arc_table)
+    legacy = priors.to_json()
+    del legacy["arc_table"]  # priors saved before arcs were counted
+    assert not LanguagePriors.from_json(legacy).arc_table.any()
 
 
 def test_priors_by_language_unpack_on_first_use_and_name_a_broken_language():
