@@ -7,12 +7,14 @@ everything shared frozen. Beyond the original, each a setting so it can be measu
 - `refine_prototypes`: prototypes re-estimated from the support set, shrunk towards the source ones (prototypical
   networks; the same estimator meta-training optimises for);
 - `adapt_arcs`: a copy of the arc scorer fine-tuned lightly on the support trees, so heads adapt too;
-- `priors`: word identity (a Lexicon of the support words' tags and relations, suffixes for unseen words) and a
-  relation-given-tags table, added to the model's scores at prediction (spacy_concept_align.lexicon).
+- `priors`: word identity (a Lexicon of the support words' tags and relations, suffixes for unseen words), a
+  relation-given-tags table and an arc table (the language's word order by tag pair and offset), added to the
+  model's scores at prediction (spacy_concept_align.lexicon).
 With a whole treebank (`train = "auto"` and at least `whole_treebank` sentences) the same machinery trains more, in
 minibatch epochs ("phi"): the language's own first layers of SharedProjection (rank-r corrections) and output layers,
-its own arc scorer reading the words (their vectors and character n-grams) through a small BiLSTM, and relations that
-read those words and the arc's structure: in-language quality for every language that has annotated data, at about
+its own arc scorer reading the words (their vectors and character n-grams) through a small BiLSTM that also learns
+their tags, UPOS that reads the words through it too, and relations that read those words and the arc's structure:
+in-language quality for every language that has annotated data, at about
 0.8 MB per language (half precision).
 Nothing in the model changes if adaptation fails: the new parts are built aside and swapped in at the end.
 """

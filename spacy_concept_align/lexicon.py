@@ -5,6 +5,9 @@ words (articles, copulas, particles, adpositions) in a language the vectors tran
 word form, how often it carried each label in the language's annotated sentences, backs off to the lower-cased form,
 then to suffixes (for words never seen), and gives smoothed log-probabilities that are added to the model's
 log-probabilities (a product of experts, one weight per back-off level).
+
+The same sentences also say how the language orders its words: how often a word of one tag takes a head of another
+tag at each offset (`arc_counts`), a prior over heads the frozen vectors transfer badly.
 """
 import gzip
 import json
@@ -122,7 +125,8 @@ def count_words(counts: Dict[str, Counter], forms: Iterable[str], labels: Iterab
 class LanguagePriors:
     """What one language's annotated sentences say beyond the vectors: word forms' tags and relations (Lexicons)
     and how relations go with tags and direction: counts of (dependent UPOS, head UPOS or root, head to the right?,
-    relation), so that the label of an arc agrees with the words it joins.
+    relation), so that the label of an arc agrees with the words it joins; and the arc table (`arc_counts`): which
+    way, and how far, a word of each tag finds its head.
     """
 
     def __init__(self, pos: Lexicon, rel: Lexicon, table: np.ndarray, weights: Optional[PriorWeights] = None,
