@@ -221,9 +221,7 @@ class ConceptDecoder(nn.Module):
             if priors is not None:
                 pos_scores = pos_scores + priors.pos.log_prior(forms, priors.weights)
             upos = pos_scores.argmax(-1)
-            arc_prior = None
-            if priors is not None and priors.weights.arcs and priors.arc_table.any():
-                arc_prior = [priors.weights.arcs * p for p in priors.arc_log_prior(upos, features.offsets)]
+            arc_prior = priors.arc_log_prior(upos, features.offsets, forms) if priors is not None else None
             heads, head_p = self.heads_with_probabilities(features, lang, self.confidence_temperatures[1],
                                                           arc_prior=arc_prior)
             relations = self.relation_inputs(features, heads, upos, lang, context)

@@ -70,10 +70,23 @@ def test_the_arc_table_learns_which_way_heads_go():
     (prior,) = priors.arc_log_prior(np.array([NOUN, ADP, VERB]), np.array([0, 3]))
     assert prior.shape == (3, 4) and prior[1].argmax() == 1 and prior[0].argmax() == 3 and prior[2].argmax() == 0
     again = LanguagePriors.from_json(priors.to_json())
-    assert np.array_equal(again.arc_table, priors.arc_table)
+    assert np.array_equal(again.arc_table, priors.arc_table) and again.heads.counts == priors.heads.counts
     legacy = priors.to_json()
-    del legacy["arc_table"]  # priors saved before arcs were counted
-    assert not LanguagePriors.from_json(legacy).arc_table.any()
+    del legacy["arc_table"], legacy["heads"]  # priors saved before arcs were counted
+    legacy = LanguagePriors.from_json(legacy)
+    assert not legacy.arc_table.any() and legacy.arc_log_prior(np.array([NOUN, ADP, VERB]), np.array([0, 3]), ["a"] * 3) is None
+
+
+def test_a_seen_words_own_head_offset_is_preferred():
+    # "b" attaches to the word before it, whatever its tag says
+    upos, heads, offsets = np.array([NOUN, ADP, VERB]), np.array([3, 1, 0]), np.array([0, 3])
+    priors = LanguagePriors.from_treebank(["a", "b", "c"], upos, heads, np.zeros(3, int), offsets, 3, 5,
+                                          PriorWeights(arcs=0.0, heads=1.0))
+    assert priors.heads.counts["b"] == {4: 1} and priors.heads.counts["c"] == {OFFSET_BUCKETS - 1: 1}
+    (prior,) = priors.arc_log_prior(np.array([VERB, VERB, VERB]), np.array([0, 3]), ["x", "b", "c"])
+    assert prior[1].argmax() == 1 and prior[2].argmax() == 0  # "b": one word left; "c": the root
+    assert np.all(prior[0] == 0)  # an unseen form: nothing added
+    assert priors.arc_log_prior(upos, offsets) is None  # no forms, no tag table weight: nothing to add
 
 
 def test_priors_by_language_unpack_on_first_use_and_name_a_broken_language():
