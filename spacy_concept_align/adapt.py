@@ -348,21 +348,7 @@ def _fit_arcs_epochs(decoder: ConceptDecoder, support: FeatureSet, settings: Ada
         ids = order.permutation(len(support))
         for i in range(0, len(ids), settings.batch_sentences):
             batch = support.select(ids[i : i + settings.batch_sentences])
-            if tagger is None:
-                loss = decoder.arc_loss(arcs, batch)
-            else:
-                words, roots, mask = decoder._padded(batch)
-                words = arcs.context(words, mask, decoder._sentence_forms(batch))
-                gold = torch.zeros(mask.shape, dtype=torch.long)
-                tags = torch.full(mask.shape, -1, dtype=torch.long)
-                for row, (start, end) in enumerate(decoder._spans(batch)):
-                    gold[row, : end - start] = tensor(batch.heads[start:end], torch.long)
-                    tags[row, : end - start] = tensor(batch.upos[start:end], torch.long)
-                loss = arcs.loss(arcs.score(words, roots, mask), gold.clamp(min=0), mask & (gold >= 0))
-                tags = tags.masked_fill(~mask, -1)
-                if (tags >= 0).any():
-                    loss = loss + settings.arc_tag_weight * torch.nn.functional.cross_entropy(
-                        tagger(words[tags >= 0]), tags[tags >= 0])
+            loss = decoder.arc_loss(arcs, batch, tagger, settings.arc_tag_weight)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

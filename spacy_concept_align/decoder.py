@@ -318,14 +318,23 @@ class ConceptDecoder(nn.Module):
                     probabilities[start:end] = probs[row, np.arange(end - start), tree].numpy()
         return heads, probabilities
 
-    def arc_loss(self, arcs: BiaffineArcScorer, features: FeatureSet) -> torch.Tensor:
-        """Head-selection cross-entropy of `arcs` over the words with a known gold head."""
+    def arc_loss(self, arcs: BiaffineArcScorer, features: FeatureSet, tagger: Optional[nn.Module] = None,
+                 tag_weight: float = 0.0) -> torch.Tensor:
+        """Head-selection cross-entropy of `arcs` over the words with a known gold head; with a `tagger` (the words in
+        `arcs`' context -> UPOS logits), plus `tag_weight` x its cross-entropy over the words with a known UPOS."""
         words, roots, mask = self._padded(features)
         gold = torch.zeros(mask.shape, dtype=torch.long)
+        tags = torch.full(mask.shape, -1, dtype=torch.long)
         for row, (start, end) in enumerate(self._spans(features)):
             gold[row, : end - start] = tensor(features.heads[start:end], torch.long)
-        scores = arcs(words, roots, mask, self._sentence_forms(features))
-        return arcs.loss(scores, gold.clamp(min=0), mask & (gold >= 0))
+            tags[row, : end - start] = tensor(features.upos[start:end], torch.long)
+        if arcs.context is not None:
+            words = arcs.context(words, mask, self._sentence_forms(features))
+        loss = arcs.loss(arcs.score(words, roots, mask), gold.clamp(min=0), mask & (gold >= 0))
+        known = mask & (tags >= 0)
+        if tagger is not None and known.any():
+            loss = loss + tag_weight * nn.functional.cross_entropy(tagger(words[known]), tags[known])
+        return loss
 
     def arc_scorer(self, lang: Optional[str] = None) -> BiaffineArcScorer:
         return self.language_arcs[lang] if lang in self.language_arcs else self.arcs
