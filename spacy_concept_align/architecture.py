@@ -33,6 +33,7 @@ token_dropout = false
 consistent_labels = true
 joint_weight = 0.3
 confidence_temperatures = [1.5, 1.15]
+projective = true
 
 [model.encoder]
 @architectures = "spacy-concept-align.FrozenEncoder.v1"
@@ -53,7 +54,8 @@ def build_tagger_parser(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: 
                         consistent_labels: bool = True, joint_weight: float = 0.3, arc_context: int = 0,
                         arc_context_input: int = 0, confidence_temperatures: Sequence[float] = (1.5, 1.15),
                         relation_table_weight: float = 0.0, arc_batch_size: int = 64,
-                        arc_batch_cells: int = 1_000_000, arc_distance: bool = False) -> Model:
+                        arc_batch_cells: int = 1_000_000, arc_distance: bool = False,
+                        projective: bool = True) -> Model:
     """UPOS, heads and relations of sentences in any language, from frozen word vectors.
 
     encoder (FrozenEncoder): where word vectors come from (spacy-concept-align.FrozenEncoder.v1).
@@ -69,6 +71,8 @@ def build_tagger_parser(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: 
     relation_table_weight (float): weight of p(relation | both tags, direction) from the meta-training languages in
         the zero-shot path's relation decision (0 = not used).
     arc_distance (bool): the arc scorer adds a learned bias per dependency length (the same both ways).
+    projective (bool): trees without crossing arcs (Eisner's algorithm; false: any spanning tree, Chu-Liu/Edmonds,
+        as published). Validation languages' dev splits, zero-shot: UAS 65.0 -> 65.7, LAS 50.0 -> 50.4, all 10 gain.
     arc_batch_size, arc_batch_cells (int): at most this many sentences / padded (dependent, head) scores per batch
         of the arc scorer at prediction (memory).
     RETURNS (Model[Sentences, Any]): predict -> (upos, heads, deprels, confidence); begin_update -> decoder.Scores.
@@ -78,7 +82,8 @@ def build_tagger_parser(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: 
                     consistent_labels=consistent_labels, joint_weight=joint_weight, arc_context=arc_context,
                     arc_context_input=arc_context_input, confidence_temperatures=list(confidence_temperatures),
                     relation_table_weight=relation_table_weight, arc_batch_size=arc_batch_size,
-                    arc_batch_cells=arc_batch_cells, arc_distance=arc_distance)
+                    arc_batch_cells=arc_batch_cells, arc_distance=arc_distance,
+                    projective=projective)
     return chain(word_vectors(encoder), concept_decoder(settings))
 
 

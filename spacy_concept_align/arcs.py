@@ -32,6 +32,8 @@ __all__ = [
     "decode_tree",
     "decode_batch",
     "chuliu_edmonds",
+    "eisner",
+    "is_projective",
 ]
 
 # Large negative *finite* score for impossible arcs (padding, self-loops).
@@ -439,7 +441,63 @@ def _one_root_by_trying_children(square: np.ndarray, tree: np.ndarray) -> np.nda
     return best_tree
 
 
-def decode_tree(scores: np.ndarray, method: str = "penalty") -> np.ndarray:
+def eisner(scores: np.ndarray) -> np.ndarray:
+    """Best projective single-root tree (Eisner's algorithm, O(n^3), vectorised over each span width).
+
+    ``scores`` as in ``decode_tree``. Spans ``[s, t]`` over nodes 0..n: ``complete[1]`` headed at ``s``,
+    ``complete[0]`` at ``t``; ``incomplete`` the same with the arc between ``s`` and ``t`` just added. The ROOT's
+    complete span may only close at the last word, so exactly one word attaches to it.
+    """
+    square = _to_square(scores)
+    n = square.shape[0] - 1
+    if n <= 1:
+        return np.zeros(n, dtype=np.int64)
+    arc = square.T  # arc[head, dependent]
+    complete = np.full((2, n + 1, n + 1), -np.inf)
+    incomplete = np.full((2, n + 1, n + 1), -np.inf)
+    complete[:, np.arange(n + 1), np.arange(n + 1)] = 0.0
+    split_complete = np.zeros((2, n + 1, n + 1), dtype=np.int64)
+    split_incomplete = np.zeros((n + 1, n + 1), dtype=np.int64)
+    for width in range(1, n + 1):
+        s = np.arange(n + 1 - width)
+        t = s + width
+        k = np.arange(width)[None, :]
+        halves = complete[1, s[:, None], s[:, None] + k] + complete[0, s[:, None] + k + 1, t[:, None]]
+        best = halves.argmax(1)
+        inner = halves[s, best]
+        incomplete[0, s, t] = inner + arc[t, s]
+        incomplete[1, s, t] = inner + arc[s, t]
+        split_incomplete[s, t] = s + best
+        left = complete[0, s[:, None], s[:, None] + k] + incomplete[0, s[:, None] + k, t[:, None]]
+        best = left.argmax(1)
+        complete[0, s, t] = left[s, best]
+        split_complete[0, s, t] = s + best
+        right = incomplete[1, s[:, None], s[:, None] + k + 1] + complete[1, s[:, None] + k + 1, t[:, None]]
+        best = right.argmax(1)
+        complete[1, s, t] = right[s, best]
+        split_complete[1, s, t] = s + 1 + best
+        if width < n:
+            complete[1, 0, width] = -np.inf  # the ROOT's one child must cover the whole sentence
+    heads = np.zeros(n + 1, dtype=np.int64)
+    stack = [(True, 1, 0, n)]  # (complete?, direction, s, t)
+    while stack:
+        is_complete, direction, s, t = stack.pop()
+        if s == t:
+            continue
+        if is_complete:
+            r = split_complete[direction, s, t]
+            stack += [(False, 1, s, r), (True, 1, r, t)] if direction else [(True, 0, s, r), (False, 0, r, t)]
+        else:
+            r = split_incomplete[s, t]
+            if direction:
+                heads[t] = s
+            else:
+                heads[s] = t
+            stack += [(True, 1, s, r), (True, 0, r + 1, t)]
+    return heads[1:]
+
+
+def decode_tree(scores: np.ndarray, method: str = "penalty", projective: bool = False) -> np.ndarray:
     """Best single-root dependency tree for one sentence.
 
     ``scores`` is ``(n, n+1)`` (row = dependent word, column 0 = ROOT, column
@@ -454,6 +512,8 @@ def decode_tree(scores: np.ndarray, method: str = "penalty") -> np.ndarray:
     is enforced exactly, by default with one more CLE run on ROOT-penalised
     scores (``method="penalty"``), or as in Dozat's parser / Stanza by one CLE
     run per ROOT child (``method="try_children"``), which can take O(n) runs.
+    ``projective``: the best tree without crossing arcs instead: that tree when it has none (it is then also the
+    best projective one), else ``eisner``'s.
     """
     if method not in ("penalty", "try_children"):
         raise ValueError(f"unknown method {method!r}")
@@ -468,17 +528,28 @@ def decode_tree(scores: np.ndarray, method: str = "penalty") -> np.ndarray:
             tree = _one_root_by_penalty(square)
         else:
             tree = _one_root_by_trying_children(square, tree)
+    if projective and not is_projective(tree[1:]):
+        return eisner(scores)
     return tree[1:].astype(np.int64)
 
 
-def decode_batch(scores: Tensor, mask: Tensor) -> List[np.ndarray]:
+def is_projective(heads: np.ndarray) -> bool:
+    """No two arcs of the tree cross (``heads`` 1-based, 0 = ROOT, whose arc spans the whole sentence)."""
+    heads = np.asarray(heads)
+    words = np.arange(1, len(heads) + 1)
+    left, right = np.minimum(words, heads), np.maximum(words, heads)
+    inside = (left[:, None] < left[None, :]) & (left[None, :] < right[:, None])
+    return not (inside & (right[:, None] < right[None, :])).any()
+
+
+def decode_batch(scores: Tensor, mask: Tensor, projective: bool = False) -> List[np.ndarray]:
     """Decode a batch of ``[B, n, n+1]`` scores into one head array per sentence.
 
     Scores are renormalised with ``log_softmax`` over heads (after masking
     padded columns and self-loops) so that tree totals are sums of
     log-probabilities, which is what the MST objective should maximise.
     Each returned array has the sentence's real length and 1-based heads over
-    its real words (positions where ``mask`` is True, in order).
+    its real words (positions where ``mask`` is True, in order); ``projective`` as in ``decode_tree``.
     """
     with torch.no_grad():
         scores = scores.detach().float()
@@ -495,5 +566,5 @@ def decode_batch(scores: Tensor, mask: Tensor) -> List[np.ndarray]:
     for b in range(B):
         real = np.flatnonzero(mask_np[b])
         cols = np.concatenate([[0], real + 1])
-        out.append(decode_tree(logp[b][np.ix_(real, cols)]))
+        out.append(decode_tree(logp[b][np.ix_(real, cols)], projective=projective))
     return out

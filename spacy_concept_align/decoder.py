@@ -103,8 +103,10 @@ class ConceptDecoder(nn.Module):
                  consistent_labels: bool = True, joint_weight: float = 0.3, arc_context: int = 0,
                  arc_context_input: int = 0, confidence_temperatures: Sequence[float] = (1.0, 1.0),
                  relation_table_weight: float = 0.0, arc_batch_size: int = 64, arc_batch_cells: int = 1_000_000,
-                 arc_distance: bool = False):
+                 arc_distance: bool = False, projective: bool = True):
         super().__init__()
+        #: Decode trees without crossing arcs (Eisner) rather than any spanning tree (Chu-Liu/Edmonds).
+        self.projective = projective
         #: Sentences, and padded (dependent, head) scores, per batch of the arc scorer at prediction: what bounds
         #: its memory (a 300-word tree alone is 90,300 cells).
         self.arc_batch_size, self.arc_batch_cells = arc_batch_size, arc_batch_cells
@@ -311,7 +313,7 @@ class ConceptDecoder(nn.Module):
                     scores = scores.clone()
                     for row, prior in enumerate(arc_prior[batch.start : batch.stop]):
                         scores[row, : len(prior), : len(prior) + 1] += torch.from_numpy(prior)
-                trees = decode_batch(scores, mask)
+                trees = decode_batch(scores, mask, self.projective)
                 probs = torch.softmax(scores / temperature, -1)
                 for row, ((start, end), tree) in enumerate(zip(spans[batch.start : batch.stop], trees)):
                     heads[start:end] = tree

@@ -15,6 +15,8 @@ from spacy_concept_align.arcs import (
     chuliu_edmonds,
     decode_batch,
     decode_tree,
+    eisner,
+    is_projective as arcs_is_projective,
     pad_batch,
 )
 
@@ -37,6 +39,12 @@ def is_tree(heads) -> bool:
     return True
 
 
+def is_projective(heads) -> bool:
+    """No two arcs cross (the root's arc spans the whole sentence)."""
+    spans = [tuple(sorted((dep, head))) for dep, head in enumerate(heads, 1)]
+    return not any(a < c < b < d for a, b in spans for c, d in spans)
+
+
 def tree_score(scores, heads) -> float:
     return float(np.asarray(scores)[np.arange(len(heads)), heads].sum())
 
@@ -54,6 +62,17 @@ def random_tree(rng, n) -> np.ndarray:
     for pos, word in enumerate(order):
         heads[word - 1] = 0 if pos == 0 else order[rng.integers(0, pos)]
     assert is_tree(heads)
+    return heads
+
+
+def projective_tree(rng, first, last, heads=None, head=0) -> np.ndarray:
+    """Random projective tree over words first..last: a random head whose two sides are subtrees of it."""
+    heads = np.zeros(last, dtype=np.int64) if heads is None else heads
+    if first <= last:
+        word = int(rng.integers(first, last + 1))
+        heads[word - 1] = head
+        projective_tree(rng, first, word - 1, heads, word)
+        projective_tree(rng, word + 1, last, heads, word)
     return heads
 
 
@@ -118,6 +137,46 @@ def test_decode_tree_optimal_vs_brute_force(method):
         best = max(tree_score(scores, t) for t in trees[n])
         assert is_tree(heads)
         assert tree_score(scores, heads) == pytest.approx(best, abs=1e-9), (scores, heads)
+
+
+def test_eisner_is_the_best_projective_tree():
+    rng = np.random.default_rng(11)
+    trees = {n: [t for t in all_single_root_trees(n) if is_projective(t)] for n in range(1, 6)}
+    assert len(trees[4]) < 64  # some trees cross: the check has something to exclude
+    for case in range(600):
+        n = int(rng.integers(1, 6))
+        kind = KINDS[case % len(KINDS)]
+        scores = random_scores(rng, n, kind)
+        if kind == "neginf":
+            scores[np.isneginf(scores)] = -1e6
+        heads = decode_tree(scores, projective=True)
+        assert is_tree(heads) and is_projective(heads), heads
+        assert tree_score(scores, heads) == pytest.approx(max(tree_score(scores, t) for t in trees[n]), abs=1e-9)
+
+
+def test_eisner_always_a_projective_tree_and_never_above_mst():
+    rng = np.random.default_rng(5)
+    for case in range(200):
+        n = int(rng.integers(1, 80))
+        scores = random_scores(rng, n, KINDS[case % len(KINDS)])
+        heads = eisner(scores)
+        assert heads.shape == (n,) and is_tree(heads) and is_projective(heads), (n, heads)
+        if np.isfinite(scores).all():
+            assert tree_score(scores, heads) <= tree_score(scores, decode_tree(scores)) + 1e-9
+    gold = projective_tree(rng, 1, 30)
+    assert is_tree(gold) and is_projective(gold)
+    scores = np.full((30, 31), -5.0)
+    scores[np.arange(30), gold] = 0.0
+    assert np.array_equal(eisner(scores), gold)  # a projective tree the scores point at comes back as it is
+
+
+def test_is_projective_agrees_with_the_crossing_check():
+    rng = np.random.default_rng(3)
+    trees = [random_tree(rng, int(rng.integers(1, 12))) for _ in range(300)]
+    trees += [projective_tree(rng, 1, 12) for _ in range(50)]
+    assert {is_projective(t) for t in trees} == {True, False}
+    for heads in trees:
+        assert arcs_is_projective(heads) == is_projective(heads), heads
 
 
 def test_methods_agree_on_score():

@@ -316,7 +316,8 @@ def test_confidence_per_word_and_per_doc(trained):
     values = [t._.concept_confidence for t in doc]
     assert values[2] is None and doc[2].pos_ == "SPACE"  # a blank token is not a word
     words = [v for v in values if v is not None]
-    assert len(words) == 7 and all(0 < v <= 1 for v in words) and len(set(words)) > 1
+    # probabilities rounded to 4 places: a head the tree imposes against the scores can show as 0.0
+    assert len(words) == 7 and all(0 <= v <= 1 for v in words) and len(set(words)) > 1
     assert doc._.concept_confidence == pytest.approx(sum(words) / 7)
     decoder = trained[0].get_pipe("concept_align").decoder
     assert decoder.confidence_temperatures == (1.5, 1.15)  # the config's, fitted on the validation languages
