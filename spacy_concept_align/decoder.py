@@ -18,7 +18,9 @@ from .features import FeatureSet
 from .concepts import relation_vectors
 from .consistency import joint_decode
 from .labels import DEPRELS, ROOT_ID, UPOS
-from .lexicon import PriorsByLanguage, arc_context, relation_log_prior, relation_table
+from .lexicon import (OFFSET_BUCKETS, LanguagePriors, Lexicon, PriorsByLanguage, PriorWeights, arc_context, arc_counts,
+                      relation_log_prior, relation_table)
+from .typology import nearest, syntax_features
 
 
 def tensor(array: np.ndarray, dtype=torch.float32) -> torch.Tensor:
@@ -103,8 +105,15 @@ class ConceptDecoder(nn.Module):
                  consistent_labels: bool = True, joint_weight: float = 0.3, arc_context: int = 0,
                  arc_context_input: int = 0, confidence_temperatures: Sequence[float] = (1.0, 1.0),
                  relation_table_weight: float = 0.0, arc_batch_size: int = 64, arc_batch_cells: int = 1_000_000,
-                 arc_distance: bool = False, projective: bool = True):
+                 arc_distance: bool = False, projective: bool = True, word_order_sources: int = 3,
+                 word_order_weight: float = 0.3):
         super().__init__()
+        #: Each meta-training language's arc table (`lexicon.arc_counts` per sentence) and its word-order typology
+        #: (`typology.syntax_features`): a language named but with no priors of its own gets the mean table of the
+        #: `word_order_sources` most like it, at `word_order_weight` (0 = not used): `word_order_prior`.
+        self.word_order_sources, self.word_order_weight = word_order_sources, word_order_weight
+        self.register_buffer("source_arc_tables", torch.zeros(0, len(UPOS), len(UPOS) + 1, OFFSET_BUCKETS, 2))
+        self.register_buffer("source_typology", torch.zeros(0, 0))
         #: Decode trees without crossing arcs (Eisner) rather than any spanning tree (Chu-Liu/Edmonds).
         self.projective = projective
         #: Sentences, and padded (dependent, head) scores, per batch of the arc scorer at prediction: what bounds
@@ -148,6 +157,31 @@ class ConceptDecoder(nn.Module):
         """Count how relations go with the tags they join and their direction, in gold-labelled features."""
         table = relation_table(features.upos, features.heads, features.deprels, features.offsets, len(UPOS), len(DEPRELS))
         self.relation_table.copy_(torch.from_numpy(table))
+
+    def set_source_word_order(self, pools: Dict[str, FeatureSet]) -> None:
+        """Keep each gold-labelled language's arc table and typology (languages the typology lacks are left out)."""
+        known = {lang: (syntax_features(lang), f) for lang, f in pools.items() if len(f)}
+        known = {lang: (typology, f) for lang, (typology, f) in known.items() if typology is not None}
+        tables = [arc_counts(f.upos, f.heads, f.offsets, len(UPOS)) / len(f) for _, f in known.values()]
+        self.source_arc_tables = torch.from_numpy(np.stack(tables)) if tables else self.source_arc_tables[:0]
+        self.source_typology = (torch.from_numpy(np.stack([t for t, _ in known.values()])) if tables
+                                else torch.zeros(0, 0))
+
+    def word_order_prior(self, lang: Optional[str]) -> Optional[LanguagePriors]:
+        """Priors of the word order alone for `lang`: the arc table of the meta-training languages most like it in
+        URIEL's syntax features, as if counted on 500 of their sentences. None when `lang` is unknown or unnamed.
+
+        Validation languages' dev splits, zero-shot (UAS / LAS): 65.65 / 50.41 without; all 26 languages' table at
+        0.15 / 0.3: 65.75 / 50.51, 65.61 / 50.45; the 5 nearest at 0.3: 65.99 / 50.66; the 3 nearest at 0.15 / 0.3 /
+        0.5: 66.17 / 50.77, 66.24 / 50.82, 66.01 / 50.67.
+        """
+        target = syntax_features(lang) if self.word_order_weight and len(self.source_typology) else None
+        if target is None or target.shape[0] != self.source_typology.shape[1]:
+            return None
+        chosen = nearest(target, self.source_typology.float().numpy(), self.word_order_sources)
+        table = 500.0 * self.source_arc_tables[torch.from_numpy(chosen)].float().mean(0).numpy()
+        return LanguagePriors(Lexicon(len(UPOS)), Lexicon(len(DEPRELS)), np.zeros(self.relation_table.shape, np.float32),
+                              PriorWeights(arcs=self.word_order_weight, heads=0.0), arc_table=table)
 
     def set_prototypes(self, features: FeatureSet, min_count: int = 1) -> None:
         """Prototypes = class means of gold-labelled source features (UPOS on words, relations on head - dep)."""
@@ -223,7 +257,8 @@ class ConceptDecoder(nn.Module):
             if priors is not None:
                 pos_scores = pos_scores + priors.pos.log_prior(forms, priors.weights)
             upos = pos_scores.argmax(-1)
-            arc_prior = priors.arc_log_prior(upos, features.offsets, forms) if priors is not None else None
+            order = priors if priors is not None or lang in self.priors else self.word_order_prior(lang)
+            arc_prior = order.arc_log_prior(upos, features.offsets, forms) if order is not None else None
             heads, head_p = self.heads_with_probabilities(features, lang, self.confidence_temperatures[1],
                                                           arc_prior=arc_prior)
             relations = self.relation_inputs(features, heads, upos, lang, context)

@@ -57,6 +57,9 @@ def load_decoder_state(decoder: ConceptDecoder, structure: dict, weights: bytes,
         raise ValueError(f"{source}: not a readable safetensors file ({err})") from None
     if "relation_table" not in tensors:  # saved before the decoder had one: no table
         tensors["relation_table"] = torch.zeros_like(decoder.relation_table)
+    # saved before the decoder kept its sources' word order: none (one table per meta-training language)
+    tensors.setdefault("source_arc_tables", decoder.source_arc_tables[:0])
+    tensors.setdefault("source_typology", torch.zeros(0, 0))
     for lang, keys in structure.get("arc_shared", {}).items():
         tensors.update({f"language_arcs.{lang}.{key}": tensors[f"arcs.{key}"] for key in keys
                         if f"arcs.{key}" in tensors})
@@ -73,6 +76,8 @@ def load_decoder_state(decoder: ConceptDecoder, structure: dict, weights: bytes,
                 if any(key.startswith(f"{name}.adaptors.{lang}.inner.") for key in tensors):
                     aligner = getattr(target, name)
                     aligner.adaptors[lang].own_inner(aligner.phi, int(extra), *rank)
+        for name in ("source_arc_tables", "source_typology"):  # as many rows as the saved pipeline's sources
+            setattr(target, name, torch.empty_like(tensors[name], dtype=getattr(target, name).dtype))
         for lang in structure.get("arc_languages", []):
             target.language_arcs[lang] = copy.deepcopy(target.arcs)
             if lang in structure.get("arc_context", {}):

@@ -81,7 +81,8 @@ def mini_pipeline(tiny_bert_dir, tmp_path, monkeypatch):
 def test_evaluate_and_learning_curve_end_to_end(mini_pipeline):
     result = evaluate(mini_pipeline, only=["wo_wtb", "tl_trg", "en"], progress=False)
     assert [r["treebank"] for r in result["rows"]] == ["tl_trg", "wo_wtb"]  # en was a training language
-    assert set(result["systems"]) == {"concept_align (zero-shot)", "prototypes only", "linear probe (pooled sources)"}
+    assert set(result["systems"]) == {"concept_align (zero-shot)", "prototypes only", "linear probe (pooled sources)",
+                                      "concept_align (zero-shot, language not named)"}
     pipe = mini_pipeline.get_pipe("concept_align")
     for row in result["rows"]:
         test_file = find_treebank(row["treebank"], "test").path
@@ -89,11 +90,14 @@ def test_evaluate_and_learning_curve_end_to_end(mini_pipeline):
         for system in result["systems"]:
             scores = row[system]
             assert scores["las"] <= min(scores["uas"], scores["label_acc"])  # head and label right <= either alone
-        # The zero-shot row is the pipeline's own prediction on that file, scored.
+        # The zero-shot rows are the pipeline's own prediction on that file, scored: with the language named (its
+        # word order from the meta-training languages most like it) and without.
         features = extract_features(test_file, pipe.encoder, use_cache=False, progress=False)
-        expected = conll18_scores(features, *pipe.decoder.predict(features)[:3])
+        for name, lang in (("concept_align (zero-shot)", row["lang"]), ("concept_align (zero-shot, language not named)", None)):
+            expected = conll18_scores(features, *pipe.decoder.predict(features, lang)[:3])
+            scores = row[name]
+            assert [scores[k] for k in ("upos", "uas", "las")] == pytest.approx([expected.upos, expected.uas, expected.las])
         zero_shot = row["concept_align (zero-shot)"]
-        assert [zero_shot[k] for k in ("upos", "uas", "las")] == pytest.approx([expected.upos, expected.uas, expected.las])
         # Tag and head both right (what the calibration counts) happens no more often than either alone, and at
         # least as often as the two must overlap.
         both = row["calibration"]["accuracy"]

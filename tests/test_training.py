@@ -106,6 +106,9 @@ def test_meta_train_learns_and_records_how(tiny_bert_dir):
     assert table[UPOS.index("DET"), UPOS.index("NOUN"), 1, DEPRELS.index("det")] > 10  # DET before its NOUN: det
     punct = table[UPOS.index("PUNCT")]
     assert punct[:, :, DEPRELS.index("punct")].sum() > 0.99 * punct.sum() > 0  # (one treebank slip allowed)
+    # each meta-training language's word order, kept for languages named but never seen
+    assert pipe.decoder.source_arc_tables.shape[0] == 3 == pipe.decoder.source_typology.shape[0]
+    assert pipe.decoder.word_order_prior("wo") is not None and pipe.decoder.word_order_prior("qq") is None
 
 
 def test_relation_table_moves_zero_shot_relations_only_when_weighted(pools):
@@ -131,6 +134,35 @@ def test_relation_table_moves_zero_shot_relations_only_when_weighted(pools):
     assert attached.sum() == test.n_words - len(test)  # one root per sentence
     assert np.array_equal(deprels[attached], choice[upos, head_upos, right][attached])
     assert (deprels[~attached] == DEPRELS.index("root")).all()
+
+
+def test_word_order_of_the_nearest_sources_moves_heads_of_a_named_language_only(pools):
+    torch.manual_seed(0)
+    decoder = ConceptDecoder(32, pos_hidden=16, pos_dim=8, rel_hidden=16, rel_dim=8, arc_hidden=16, dropout=0.0)
+    decoder.set_prototypes(pools["en"])
+    test = pools["fr"]
+    unnamed = decoder.predict(test)
+    assert all(np.array_equal(a, b) for a, b in zip(decoder.predict(test, "es"), unnamed))  # no tables yet
+    decoder.set_source_word_order({lang: pools[lang] for lang in ("en", "de")})
+    prior = decoder.word_order_prior("es")
+    assert prior is not None and prior.weights.arcs == decoder.word_order_weight > 0
+    assert decoder.word_order_prior("qq") is None  # no typology: nothing to go by
+    decoder.word_order_weight = 50.0  # the untrained scorer's heads give way to the sources' word order
+    heads = decoder.predict(test, "es")[1]
+    assert not np.array_equal(heads, unnamed[1])
+    assert np.array_equal(decoder.predict(test)[1], unnamed[1])  # not named: the zero-shot path as it was
+    # the word order follows a saved decoder, and one saved without it loads with none
+    from spacy_concept_align.weights import decoder_state, load_decoder_state
+
+    copy = ConceptDecoder(32, pos_hidden=16, pos_dim=8, rel_hidden=16, rel_dim=8, arc_hidden=16, dropout=0.0,
+                          word_order_weight=50.0)
+    load_decoder_state(copy, *decoder_state(decoder))
+    assert torch.equal(copy.source_arc_tables, decoder.source_arc_tables)
+    assert np.array_equal(copy.predict(test, "es")[1], heads)
+    structure, weights, priors = decoder_state(ConceptDecoder(32, pos_hidden=16, pos_dim=8, rel_hidden=16, rel_dim=8,
+                                                              arc_hidden=16))
+    load_decoder_state(copy, structure, weights, priors)
+    assert len(copy.source_arc_tables) == 0 and copy.word_order_prior("es") is None
 
 
 def test_original_method_is_reachable(tiny_bert_dir):

@@ -115,6 +115,7 @@ SPACY_BASELINE = "spaCy trf tagger+parser (same sources)"
 
 
 UNLABELED = "concept_align (+ the test text, unlabeled)"
+UNNAMED = "concept_align (zero-shot, language not named)"
 
 
 def evaluate(nlp, data_dir: Optional[Path] = None, only: Optional[Sequence[str]] = None, baselines: bool = True,
@@ -139,6 +140,8 @@ def evaluate(nlp, data_dir: Optional[Path] = None, only: Optional[Sequence[str]]
         systems[SPACY_BASELINE] = spacy_baseline
     if unlabeled:
         systems[UNLABELED] = UNLABELED
+    if decoder.word_order_weight and len(decoder.source_typology):
+        systems[UNNAMED] = UNNAMED
     rows = []
     start = time.perf_counter()
     for tb in target_treebanks(exclude, data_dir, only):
@@ -150,11 +153,15 @@ def evaluate(nlp, data_dir: Optional[Path] = None, only: Optional[Sequence[str]]
 
                 row[name] = asdict(conll18_scores(*predict_treebank(system, tb.path)))
                 continue
+            # the language named, as a user would (`--lang`), unless the pipeline has parts of its own for it
+            lang = None if tb.lang in decoder.languages or tb.lang in decoder.priors else tb.lang
             if system == UNLABELED:
                 forms = [word for sentence in read_conllu(tb.path) for word in sentence.words]
-                predicted = _predict_after_unlabeled(decoder, features, forms)
+                predicted = _predict_after_unlabeled(decoder, features, forms, lang)
+            elif system == UNNAMED:
+                predicted = decoder.predict(features)
             elif system is None:
-                *predicted, confidence = decoder.predict_with_confidence(features)
+                *predicted, confidence = decoder.predict_with_confidence(features, lang)
                 correct = (predicted[0] == features.upos) & (predicted[1] == features.heads)
                 row["calibration"] = calibration(correct, confidence.prod(1))
             else:
@@ -179,15 +186,17 @@ def calibration(correct: np.ndarray, confidence: np.ndarray, bins: int = 10) -> 
             "accuracy": 100 * float(np.mean(correct)), "bins": table}
 
 
-def _predict_after_unlabeled(decoder: ConceptDecoder, features: FeatureSet, forms: List[str]):
-    """Predictions of a copy of `decoder` adapted to the words it is about to tag (their forms, not their labels)."""
+def _predict_after_unlabeled(decoder: ConceptDecoder, features: FeatureSet, forms: List[str],
+                             lang: Optional[str] = None):
+    """Predictions of a copy of `decoder` adapted to the words it is about to tag (their forms, not their labels),
+    as language `lang` (a placeholder code when None)."""
     import copy
 
     from ..adapt import adapt_unlabeled
 
-    target = copy.deepcopy(decoder)
-    adapt_unlabeled(target, replace(features, forms=forms), "__target__")
-    return target.predict(features, "__target__", forms)
+    target, lang = copy.deepcopy(decoder), lang or "__target__"
+    adapt_unlabeled(target, replace(features, forms=forms), lang)
+    return target.predict(features, lang, forms)
 
 
 def summary(result: dict) -> Dict[str, Dict[str, float]]:

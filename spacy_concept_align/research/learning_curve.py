@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 SYSTEMS = ("concept_align (adapted)", "concept_align (original few-shot: linear adaptor only)", "target-only linear",
            "pooled probe + fine-tuning", "concept_align (adapted, no word priors)",
            "concept_align (adapted, sentences chosen by `suggest`)")
-ORIGINAL = AdaptSettings(train="linear", refine_prototypes=False, adapt_arcs=False, lr=1e-4, steps=400)
+ORIGINAL = AdaptSettings(train="linear", refine_prototypes=False, adapt_arcs=False, lr=1e-4, steps=400,
+                         structured_relations=False)
 
 
 def _splits(tb, encoder, data_dir, support_pool: int, max_test: int):
