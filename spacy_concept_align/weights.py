@@ -28,9 +28,12 @@ PRIORS_FILE = "priors.msgpack"
 def decoder_state(decoder: ConceptDecoder) -> Tuple[dict, bytes, dict]:
     """The decoder's structure (JSON-able), its tensors (safetensors bytes) and its priors (msgpack-able)."""
     # languages with their own first layers, and how many features beyond the vector each reads
-    own_inner = {lang: [decoder.pos.extra_inputs(lang), decoder.rel.extra_inputs(lang),
-                        decoder.pos.adaptors[lang].inner_rank]
-                 for lang in decoder.languages if decoder.pos.adaptors[lang].inner is not None}
+    # (few-shot: relations alone may have one)
+    own_inner = {}
+    for lang in decoder.languages:
+        owners = [a.adaptors[lang] for a in (decoder.pos, decoder.rel) if a.adaptors[lang].inner is not None]
+        if owners:
+            own_inner[lang] = [decoder.pos.extra_inputs(lang), decoder.rel.extra_inputs(lang), owners[0].inner_rank]
     arc_context = {lang: arcs.context.sizes for lang, arcs in decoder.language_arcs.items() if arcs.context}
     state = {k: v.contiguous() for k, v in decoder.state_dict().items()}
     # A language's arc scorer stores only what it changed; the rest is the shared scorer's, filled in at load.

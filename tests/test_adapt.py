@@ -99,13 +99,15 @@ def test_pipe_adapt_saves_with_the_pipeline(tiny_bert_dir, tmp_path, sample_file
     gold = read_docs(sample_file("en_ewt"), nlp.vocab, limit=20)
     nlp.initialize(lambda: [Example(unannotated(d), d) for d in gold])
     support = read_docs(sample_file("wo_wtb"), nlp.vocab, limit=10)
-    pipe.adapt(support, lang="wo")
+    pipe.adapt(support, lang="wo", min_relation_sentences=5)  # relations too: their own first layer (structured)
+    assert pipe.decoder.rel.adaptors["wo"].inner is not None and pipe.decoder.pos.adaptors["wo"].inner is None
     text = support[0].text
-    adapted = [t.pos_ for t in nlp(text, component_cfg={"concept_align": {"lang": "wo"}})]
+    adapted = [(t.pos_, t.dep_, t.head.i) for t in nlp(text, component_cfg={"concept_align": {"lang": "wo"}})]
     nlp.to_disk(tmp_path / "p")
     reloaded = spacy.load(tmp_path / "p")
     assert reloaded.get_pipe("concept_align").languages == ["wo"]
-    assert [t.pos_ for t in reloaded(text, component_cfg={"concept_align": {"lang": "wo"}})] == adapted
+    assert [(t.pos_, t.dep_, t.head.i) for t in reloaded(text, component_cfg={"concept_align": {"lang": "wo"}})] == adapted
+    adapted = [pos for pos, _, _ in adapted]
     doc = reloaded.make_doc(text)
     doc._.concept_lang = "wo"
     assert [t.pos_ for t in reloaded(doc)] == adapted
