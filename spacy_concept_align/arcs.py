@@ -33,7 +33,6 @@ __all__ = [
     "decode_batch",
     "chuliu_edmonds",
     "eisner",
-    "is_projective",
 ]
 
 # Large negative *finite* score for impossible arcs (padding, self-loops).
@@ -444,56 +443,63 @@ def _one_root_by_trying_children(square: np.ndarray, tree: np.ndarray) -> np.nda
 def eisner(scores: np.ndarray) -> np.ndarray:
     """Best projective single-root tree (Eisner's algorithm, O(n^3), vectorised over each span width).
 
-    ``scores`` as in ``decode_tree``. Spans ``[s, t]`` over nodes 0..n: ``complete[1]`` headed at ``s``,
-    ``complete[0]`` at ``t``; ``incomplete`` the same with the arc between ``s`` and ``t`` just added. The ROOT's
-    complete span may only close at the last word, so exactly one word attaches to it.
+    ``scores`` as in ``decode_tree``. Spans of width ``w`` from node ``s`` (node 0 = ROOT): complete or incomplete
+    (the arc between the ends just added), headed at the left end (``right`` tables) or the right end (``left``).
+    Each table is kept indexed by (start, width) and, where a recurrence reads it by its end, by (end, width) too,
+    so that every step reads plain slices. The ROOT's complete span may only close at the last word, so exactly one
+    word attaches to it.
     """
-    square = _to_square(scores)
-    n = square.shape[0] - 1
+    arc = _to_square(scores).T  # arc[head, dependent]
+    nodes = arc.shape[0]
+    n = nodes - 1
     if n <= 1:
         return np.zeros(n, dtype=np.int64)
-    arc = square.T  # arc[head, dependent]
-    complete = np.full((2, n + 1, n + 1), -np.inf)
-    incomplete = np.full((2, n + 1, n + 1), -np.inf)
-    complete[:, np.arange(n + 1), np.arange(n + 1)] = 0.0
-    split_complete = np.zeros((2, n + 1, n + 1), dtype=np.int64)
-    split_incomplete = np.zeros((n + 1, n + 1), dtype=np.int64)
-    for width in range(1, n + 1):
-        s = np.arange(n + 1 - width)
-        t = s + width
-        k = np.arange(width)[None, :]
-        halves = complete[1, s[:, None], s[:, None] + k] + complete[0, s[:, None] + k + 1, t[:, None]]
+    tables = {name: np.full((nodes, nodes), -np.inf) for name in ("right", "left", "right_end", "left_end",
+                                                                  "inc_right", "inc_left", "inc_left_end")}
+    for name in ("right", "left", "right_end", "left_end"):
+        tables[name][:, 0] = 0.0
+    right, left, right_end, left_end = (tables[k] for k in ("right", "left", "right_end", "left_end"))
+    inc_right, inc_left, inc_left_end = (tables[k] for k in ("inc_right", "inc_left", "inc_left_end"))
+    split = {name: np.zeros((nodes, nodes), dtype=np.int64) for name in ("inc", "left", "right")}
+    for width in range(1, nodes):
+        m = nodes - width
+        rows = np.arange(m)
+        halves = right[:m, :width] + left_end[width:, :width][:, ::-1]  # split after s + k, k = 0..width-1
         best = halves.argmax(1)
-        inner = halves[s, best]
-        incomplete[0, s, t] = inner + arc[t, s]
-        incomplete[1, s, t] = inner + arc[s, t]
-        split_incomplete[s, t] = s + best
-        left = complete[0, s[:, None], s[:, None] + k] + incomplete[0, s[:, None] + k, t[:, None]]
-        best = left.argmax(1)
-        complete[0, s, t] = left[s, best]
-        split_complete[0, s, t] = s + best
-        right = incomplete[1, s[:, None], s[:, None] + k + 1] + complete[1, s[:, None] + k + 1, t[:, None]]
-        best = right.argmax(1)
-        complete[1, s, t] = right[s, best]
-        split_complete[1, s, t] = s + 1 + best
+        inner = halves[rows, best]
+        split["inc"][:m, width] = best
+        inc_left[:m, width] = inc_left_end[width:, width] = inner + np.diagonal(arc, -width)  # end heads start
+        inc_right[:m, width] = inner + np.diagonal(arc, width)  # start heads end
+        spans = left[:m, :width] + inc_left_end[width:, 1 : width + 1][:, ::-1]
+        best = spans.argmax(1)
+        split["left"][:m, width] = best
+        left[:m, width] = left_end[width:, width] = spans[rows, best]
+        spans = inc_right[:m, 1 : width + 1] + right_end[width:, :width][:, ::-1]
+        best = spans.argmax(1)
+        closed = spans[rows, best]
         if width < n:
-            complete[1, 0, width] = -np.inf  # the ROOT's one child must cover the whole sentence
-    heads = np.zeros(n + 1, dtype=np.int64)
-    stack = [(True, 1, 0, n)]  # (complete?, direction, s, t)
+            closed[0] = -np.inf  # the ROOT's one child must cover the whole sentence
+        split["right"][:m, width] = best + 1
+        right[:m, width] = right_end[width:, width] = closed
+    heads = np.zeros(nodes, dtype=np.int64)
+    stack = [(True, True, 0, n)]  # (complete?, headed at the start?, start, width)
     while stack:
-        is_complete, direction, s, t = stack.pop()
-        if s == t:
+        complete, at_start, start, width = stack.pop()
+        if width == 0:
             continue
-        if is_complete:
-            r = split_complete[direction, s, t]
-            stack += [(False, 1, s, r), (True, 1, r, t)] if direction else [(True, 0, s, r), (False, 0, r, t)]
+        if complete and at_start:
+            k = split["right"][start, width]
+            stack += [(False, True, start, k), (True, True, start + k, width - k)]
+        elif complete:
+            k = split["left"][start, width]
+            stack += [(True, False, start, k), (False, False, start + k, width - k)]
         else:
-            r = split_incomplete[s, t]
-            if direction:
-                heads[t] = s
+            k = split["inc"][start, width]
+            if at_start:
+                heads[start + width] = start
             else:
-                heads[s] = t
-            stack += [(True, 1, s, r), (True, 0, r + 1, t)]
+                heads[start] = start + width
+            stack += [(True, True, start, k), (True, False, start + k + 1, width - k - 1)]
     return heads[1:]
 
 
@@ -512,11 +518,12 @@ def decode_tree(scores: np.ndarray, method: str = "penalty", projective: bool = 
     is enforced exactly, by default with one more CLE run on ROOT-penalised
     scores (``method="penalty"``), or as in Dozat's parser / Stanza by one CLE
     run per ROOT child (``method="try_children"``), which can take O(n) runs.
-    ``projective``: the best tree without crossing arcs instead: that tree when it has none (it is then also the
-    best projective one), else ``eisner``'s.
+    ``projective``: the best tree without crossing arcs instead (``eisner``).
     """
     if method not in ("penalty", "try_children"):
         raise ValueError(f"unknown method {method!r}")
+    if projective:
+        return eisner(scores)
     square = _to_square(scores)
     n = square.shape[0] - 1
     if n <= 1:
@@ -528,18 +535,7 @@ def decode_tree(scores: np.ndarray, method: str = "penalty", projective: bool = 
             tree = _one_root_by_penalty(square)
         else:
             tree = _one_root_by_trying_children(square, tree)
-    if projective and not is_projective(tree[1:]):
-        return eisner(scores)
     return tree[1:].astype(np.int64)
-
-
-def is_projective(heads: np.ndarray) -> bool:
-    """No two arcs of the tree cross (``heads`` 1-based, 0 = ROOT, whose arc spans the whole sentence)."""
-    heads = np.asarray(heads)
-    words = np.arange(1, len(heads) + 1)
-    left, right = np.minimum(words, heads), np.maximum(words, heads)
-    inside = (left[:, None] < left[None, :]) & (left[None, :] < right[:, None])
-    return not (inside & (right[:, None] < right[None, :])).any()
 
 
 def decode_batch(scores: Tensor, mask: Tensor, projective: bool = False) -> List[np.ndarray]:

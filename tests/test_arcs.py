@@ -16,7 +16,6 @@ from spacy_concept_align.arcs import (
     decode_batch,
     decode_tree,
     eisner,
-    is_projective as arcs_is_projective,
     pad_batch,
 )
 
@@ -168,15 +167,6 @@ def test_eisner_always_a_projective_tree_and_never_above_mst():
     scores = np.full((30, 31), -5.0)
     scores[np.arange(30), gold] = 0.0
     assert np.array_equal(eisner(scores), gold)  # a projective tree the scores point at comes back as it is
-
-
-def test_is_projective_agrees_with_the_crossing_check():
-    rng = np.random.default_rng(3)
-    trees = [random_tree(rng, int(rng.integers(1, 12))) for _ in range(300)]
-    trees += [projective_tree(rng, 1, 12) for _ in range(50)]
-    assert {is_projective(t) for t in trees} == {True, False}
-    for heads in trees:
-        assert arcs_is_projective(heads) == is_projective(heads), heads
 
 
 def test_methods_agree_on_score():
