@@ -131,13 +131,13 @@ class ConceptTaggerParser(TrainablePipe):
     def _language(self, doc: Doc, override: Optional[str]) -> Optional[str]:
         """Per-call override, else doc._.concept_lang, else the component's `lang`, else the pipeline's language
         (`spacy.blank("cy")`; silently zero-shot when it has no adaptation); unknown -> zero-shot: with its code
-        when its word order is known (`ConceptDecoder.word_order_prior`), else None."""
+        when its word order is known (`ConceptDecoder.knows_word_order`), else None."""
         lang = override or doc._.get(LANG_ATTR) or self.cfg["lang"]
         if not lang:
             return self.vocab.lang if self.vocab.lang in self.languages else None
         if lang not in self.languages:
             # the shared model, with the word order of the languages most like it where its typology is known
-            known_order = self.decoder.word_order_prior(lang) is not None
+            known_order = self.decoder.knows_word_order(lang)
             if lang not in self._warned_langs:
                 logger.warning("concept_align: no adaptor for language %r; using the zero-shot path%s", lang,
                                " with the word order of the languages most like it" if known_order else "")

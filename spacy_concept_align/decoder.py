@@ -167,6 +167,11 @@ class ConceptDecoder(nn.Module):
         self.source_typology = (torch.from_numpy(np.stack([t for t, _ in known.values()])) if tables
                                 else torch.zeros(0, 0))
 
+    def knows_word_order(self, lang: Optional[str]) -> bool:
+        """Whether `word_order_prior` has something for `lang` (cheap: a lookup)."""
+        target = syntax_features(lang) if self.word_order_weight and len(self.source_typology) else None
+        return target is not None and target.shape[0] == self.source_typology.shape[1]
+
     def word_order_prior(self, lang: Optional[str]) -> Optional[LanguagePriors]:
         """Priors of the word order alone for `lang`: the arc table of the meta-training languages most like it in
         URIEL's syntax features, as if counted on 500 of their sentences. None when `lang` is unknown or unnamed.
@@ -175,10 +180,9 @@ class ConceptDecoder(nn.Module):
         0.15 / 0.3: 65.75 / 50.51, 65.61 / 50.45; the 5 nearest at 0.3: 65.99 / 50.66; the 3 nearest at 0.15 / 0.3 /
         0.5: 66.17 / 50.77, 66.24 / 50.82, 66.01 / 50.67.
         """
-        target = syntax_features(lang) if self.word_order_weight and len(self.source_typology) else None
-        if target is None or target.shape[0] != self.source_typology.shape[1]:
+        if not self.knows_word_order(lang):
             return None
-        chosen = nearest(target, self.source_typology.float().numpy(), self.word_order_sources)
+        chosen = nearest(syntax_features(lang), self.source_typology.float().numpy(), self.word_order_sources)
         table = 500.0 * self.source_arc_tables[torch.from_numpy(chosen)].float().mean(0).numpy()
         return LanguagePriors(Lexicon(len(UPOS)), Lexicon(len(DEPRELS)), np.zeros(self.relation_table.shape, np.float32),
                               PriorWeights(arcs=self.word_order_weight, heads=0.0), arc_table=table)

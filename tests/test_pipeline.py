@@ -439,6 +439,31 @@ def test_language_picks_the_adaptor(with_wolof, tiny_bert_dir, sample_file):
     assert _predictions(pipe(unannotated(g)) for g in gold) == wolof
 
 
+def test_a_named_unseen_language_gets_its_nearest_sources_word_order(with_wolof, sample_file, caplog):
+    from spacy_concept_align.typology import syntax_features
+
+    pipe = with_wolof.get_pipe("concept_align")
+    gold = read_docs(sample_file("wo_wtb"), with_wolof.vocab, n_sents=5, limit=10)
+
+    def run(lang):
+        docs = [unannotated(g) for g in gold]
+        for doc in docs:
+            doc._.set(LANG_ATTR, lang)  # (read_docs named them Wolof)
+        return _predictions([pipe(doc) for doc in docs])
+
+    zero_shot = run(None)
+    assert run("yo") == zero_shot  # no sources' word order kept: the plain zero-shot path
+    decoder = pipe.decoder
+    decoder.source_typology = torch.from_numpy(np.stack([syntax_features("en"), syntax_features("ja")]))
+    decoder.source_arc_tables = torch.rand(2, *decoder.source_arc_tables.shape[1:], generator=torch.Generator().manual_seed(0))
+    decoder.word_order_weight = 50.0  # the sources' word order now decides the heads
+    with caplog.at_level("WARNING"):
+        hausa = run("ha")
+    assert hausa != zero_shot and "'ha'; using the zero-shot path with the word order of the" in caplog.text
+    assert run("qq") == zero_shot  # no typology for this code: nothing to go by
+    assert run("wo") != hausa  # a language with its own parts uses them
+
+
 def test_the_pipelines_own_language_is_the_last_fallback(trained, tiny_bert_dir, caplog):
     english = _clone(trained[0], tiny_bert_dir)  # spacy.blank("en")
     pipe = english.get_pipe("concept_align")
