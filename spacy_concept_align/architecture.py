@@ -36,6 +36,7 @@ confidence_temperatures = [1.5, 1.15]
 projective = true
 word_order_sources = 3
 word_order_weight = 0.3
+word_order_relation_weight = 0.25
 
 [model.encoder]
 @architectures = "spacy-concept-align.FrozenEncoder.v1"
@@ -58,7 +59,7 @@ def build_tagger_parser(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: 
                         relation_table_weight: float = 0.0, arc_batch_size: int = 64,
                         arc_batch_cells: int = 1_000_000, arc_distance: bool = False,
                         projective: bool = True, word_order_sources: int = 3,
-                        word_order_weight: float = 0.3) -> Model:
+                        word_order_weight: float = 0.3, word_order_relation_weight: float = 0.25) -> Model:
     """UPOS, heads and relations of sentences in any language, from frozen word vectors.
 
     encoder (FrozenEncoder): where word vectors come from (spacy-concept-align.FrozenEncoder.v1).
@@ -78,7 +79,8 @@ def build_tagger_parser(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: 
         as published). Validation languages' dev splits, zero-shot: UAS 65.0 -> 65.7, LAS 50.0 -> 50.4, all 10 gain.
     word_order_sources, word_order_weight: a language named (`--lang`) that the pipeline has learned nothing about
         gets the word order (arc table) of this many meta-training languages most like it in URIEL's syntax
-        features (typology.py), added to its arc scores at this weight (0 = not used).
+        features (typology.py), added to its arc scores at this weight (0 = not used);
+    word_order_relation_weight: ... and their relation table (p(relation | both tags, direction)) at this weight.
     arc_batch_size, arc_batch_cells (int): at most this many sentences / padded (dependent, head) scores per batch
         of the arc scorer at prediction (memory).
     RETURNS (Model[Sentences, Any]): predict -> (upos, heads, deprels, confidence); begin_update -> decoder.Scores.
@@ -90,7 +92,7 @@ def build_tagger_parser(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: 
                     relation_table_weight=relation_table_weight, arc_batch_size=arc_batch_size,
                     arc_batch_cells=arc_batch_cells, arc_distance=arc_distance,
                     projective=projective, word_order_sources=word_order_sources,
-                    word_order_weight=word_order_weight)
+                    word_order_weight=word_order_weight, word_order_relation_weight=word_order_relation_weight)
     return chain(word_vectors(encoder), concept_decoder(settings))
 
 

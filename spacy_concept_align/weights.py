@@ -62,6 +62,7 @@ def load_decoder_state(decoder: ConceptDecoder, structure: dict, weights: bytes,
         tensors["relation_table"] = torch.zeros_like(decoder.relation_table)
     # saved before the decoder kept its sources' word order: none (one table per meta-training language)
     tensors.setdefault("source_arc_tables", decoder.source_arc_tables[:0])
+    tensors.setdefault("source_relation_tables", decoder.source_relation_tables[:0])
     tensors.setdefault("source_typology", torch.zeros(0, 0))
     for lang, keys in structure.get("arc_shared", {}).items():
         tensors.update({f"language_arcs.{lang}.{key}": tensors[f"arcs.{key}"] for key in keys
@@ -79,7 +80,7 @@ def load_decoder_state(decoder: ConceptDecoder, structure: dict, weights: bytes,
                 if any(key.startswith(f"{name}.adaptors.{lang}.inner.") for key in tensors):
                     aligner = getattr(target, name)
                     aligner.adaptors[lang].own_inner(aligner.phi, int(extra), *rank)
-        for name in ("source_arc_tables", "source_typology"):  # as many rows as the saved pipeline's sources
+        for name in ("source_arc_tables", "source_relation_tables", "source_typology"):  # one row per source
             setattr(target, name, torch.empty_like(tensors[name], dtype=getattr(target, name).dtype))
         for lang in structure.get("arc_languages", []):
             target.language_arcs[lang] = copy.deepcopy(target.arcs)

@@ -146,6 +146,8 @@ def test_word_order_of_the_nearest_sources_moves_heads_of_a_named_language_only(
     decoder.set_source_word_order({lang: pools[lang] for lang in ("en", "de")})
     prior = decoder.word_order_prior("es")
     assert prior is not None and prior.weights.arcs == decoder.word_order_weight > 0
+    assert prior.weights.table == decoder.word_order_relation_weight > 0 and prior.table.any()  # and their relations
+    assert len(decoder.source_relation_tables) == 2
     assert decoder.word_order_prior("qq") is None  # no typology: nothing to go by
     decoder.word_order_weight = 50.0  # the untrained scorer's heads give way to the sources' word order
     heads = decoder.predict(test, "es")[1]
@@ -162,7 +164,13 @@ def test_word_order_of_the_nearest_sources_moves_heads_of_a_named_language_only(
     structure, weights, priors = decoder_state(ConceptDecoder(32, pos_hidden=16, pos_dim=8, rel_hidden=16, rel_dim=8,
                                                               arc_hidden=16))
     load_decoder_state(copy, structure, weights, priors)
-    assert len(copy.source_arc_tables) == 0 and copy.word_order_prior("es") is None
+    assert len(copy.source_arc_tables) == len(copy.source_relation_tables) == 0 and copy.word_order_prior("es") is None
+    from safetensors.torch import load as load_tensors, save as save_tensors
+
+    structure, weights, priors = decoder_state(decoder)
+    older = {k: v for k, v in load_tensors(weights).items() if not k.startswith("source_")}  # saved before them
+    load_decoder_state(copy, structure, save_tensors(older), priors)
+    assert len(copy.source_typology) == 0 and copy.word_order_prior("es") is None
 
 
 def test_original_method_is_reachable(tiny_bert_dir):
