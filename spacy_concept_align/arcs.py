@@ -454,12 +454,10 @@ def eisner(scores: np.ndarray) -> np.ndarray:
     n = nodes - 1
     if n <= 1:
         return np.zeros(n, dtype=np.int64)
-    tables = {name: np.full((nodes, nodes), -np.inf) for name in ("right", "left", "right_end", "left_end",
-                                                                  "inc_right", "inc_left", "inc_left_end")}
-    for name in ("right", "left", "right_end", "left_end"):
-        tables[name][:, 0] = 0.0
-    right, left, right_end, left_end = (tables[k] for k in ("right", "left", "right_end", "left_end"))
-    inc_right, inc_left, inc_left_end = (tables[k] for k in ("inc_right", "inc_left", "inc_left_end"))
+    right, left, right_end, left_end, inc_right, inc_left, inc_left_end = (np.full((nodes, nodes), -np.inf)
+                                                                           for _ in range(7))
+    for complete in (right, left, right_end, left_end):
+        complete[:, 0] = 0.0  # a span of width 0 is complete and scores nothing
     split = {name: np.zeros((nodes, nodes), dtype=np.int64) for name in ("inc", "left", "right")}
     for width in range(1, nodes):
         m = nodes - width

@@ -164,22 +164,24 @@ class ConceptDecoder(nn.Module):
     def set_source_word_order(self, pools: Dict[str, FeatureSet]) -> None:
         """Keep each gold-labelled language's arc and relation tables and typology (languages the typology lacks
         are left out)."""
-        known = {lang: (syntax_features(lang), f) for lang, f in pools.items() if len(f)}
-        known = [(typology, f) for typology, f in known.values() if typology is not None]
-        if not known:
-            self.source_arc_tables, self.source_relation_tables = self.source_arc_tables[:0], self.source_relation_tables[:0]
-            self.source_typology = torch.zeros(0, 0)
-            return
-        stack = lambda tables: torch.from_numpy(np.stack(tables).astype(np.float32))  # noqa: E731
-        self.source_arc_tables = stack([arc_counts(f.upos, f.heads, f.offsets, len(UPOS)) / len(f) for _, f in known])
+        known = [(typology, f) for typology, f in ((syntax_features(lang), f) for lang, f in pools.items() if len(f))
+                 if typology is not None]
+        stack = lambda tables, empty: torch.from_numpy(np.stack(tables).astype(np.float32)) if known else empty[:0]  # noqa: E731
+        self.source_arc_tables = stack([arc_counts(f.upos, f.heads, f.offsets, len(UPOS)) / len(f) for _, f in known],
+                                       self.source_arc_tables)
         self.source_relation_tables = stack([relation_table(f.upos, f.heads, f.deprels, f.offsets, len(UPOS),
-                                                            len(DEPRELS)) / len(f) for _, f in known])
-        self.source_typology = stack([typology for typology, _ in known])
+                                                            len(DEPRELS)) / len(f) for _, f in known],
+                                            self.source_relation_tables)
+        self.source_typology = stack([typology for typology, _ in known], torch.zeros(0, 0))
 
     def knows_word_order(self, lang: Optional[str]) -> bool:
         """Whether `word_order_prior` has something for `lang` (cheap: a lookup)."""
+        return self._typology(lang) is not None
+
+    def _typology(self, lang: Optional[str]) -> Optional[np.ndarray]:
+        """`lang`'s syntax features when the word-order prior is on and comparable with the sources' (else None)."""
         target = syntax_features(lang) if self.word_order_weight and len(self.source_typology) else None
-        return target is not None and target.shape[0] == self.source_typology.shape[1]
+        return target if target is not None and target.shape[0] == self.source_typology.shape[1] else None
 
     def word_order_prior(self, lang: Optional[str]) -> Optional[LanguagePriors]:
         """Priors of the word order for `lang`: the arc and relation tables of the meta-training languages most like
@@ -191,9 +193,10 @@ class ConceptDecoder(nn.Module):
         0.15 / 0.3: 65.75 / 50.51, 65.61 / 50.45; the 5 nearest at 0.3: 65.99 / 50.66; the 3 nearest at 0.15 / 0.3 /
         0.5: 66.17 / 50.77, 66.24 / 50.82, 66.01 / 50.67.
         """
-        if not self.knows_word_order(lang):
+        target = self._typology(lang)
+        if target is None:
             return None
-        chosen = nearest(syntax_features(lang), self.source_typology.float().numpy(), self.word_order_sources)
+        chosen = nearest(target, self.source_typology.float().numpy(), self.word_order_sources)
         mean = lambda tables: 500.0 * tables[torch.from_numpy(chosen)].float().mean(0).numpy()  # noqa: E731
         relations = (mean(self.source_relation_tables) if len(self.source_relation_tables) == len(self.source_typology)
                      else np.zeros(self.relation_table.shape, np.float32))
@@ -282,11 +285,10 @@ class ConceptDecoder(nn.Module):
             relations = self.relation_inputs(features, heads, upos, lang, context)
             rel_scores = torch.log_softmax(self.rel.logits(tensor(relations), lang), -1).numpy()
         if priors is not None:
-            rel_scores = (rel_scores + priors.rel.log_prior(forms, priors.weights)
-                          + priors.weights.table * priors.relation_log_prior(upos, heads, features.offsets))
-        elif order is not None and order.weights.table and order.table.any():  # the nearest sources' relations
+            rel_scores = rel_scores + priors.rel.log_prior(forms, priors.weights)
+        if order is not None and order.weights.table and order.table.any():  # its own relation table, or its sources'
             rel_scores = rel_scores + order.weights.table * order.relation_log_prior(upos, heads, features.offsets)
-        elif self.relation_table_weight and self.relation_table.any():
+        elif priors is None and self.relation_table_weight and self.relation_table.any():
             rel_scores = rel_scores + self.relation_table_weight * relation_log_prior(
                 self.relation_table.numpy(), upos, heads, features.offsets)
         # The root's label is "root"; no other word may take it.
