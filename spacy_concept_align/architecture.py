@@ -37,6 +37,7 @@ projective = true
 word_order_sources = 3
 word_order_weight = 0.3
 word_order_relation_weight = 0.25
+tag_parser_weight = 0.3
 
 [model.encoder]
 @architectures = "spacy-concept-align.FrozenEncoder.v1"
@@ -59,7 +60,8 @@ def build_tagger_parser(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: 
                         relation_table_weight: float = 0.0, arc_batch_size: int = 64,
                         arc_batch_cells: int = 1_000_000, arc_distance: bool = False,
                         projective: bool = True, word_order_sources: int = 3,
-                        word_order_weight: float = 0.3, word_order_relation_weight: float = 0.25) -> Model:
+                        word_order_weight: float = 0.3, word_order_relation_weight: float = 0.25,
+                        tag_parser_weight: float = 0.3) -> Model:
     """UPOS, heads and relations of sentences in any language, from frozen word vectors.
 
     encoder (FrozenEncoder): where word vectors come from (spacy-concept-align.FrozenEncoder.v1).
@@ -81,6 +83,8 @@ def build_tagger_parser(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: 
         gets the word order (arc table) of this many meta-training languages most like it in URIEL's syntax
         features (typology.py), added to its arc scores at this weight (0 = not used);
     word_order_relation_weight: ... and their relation table (p(relation | both tags, direction)) at this weight.
+    tag_parser_weight (float): ... and the heads a delexicalised parser gives its tags and typology
+        (tag_parser.py), at this weight (0 = no tag parser).
     arc_batch_size, arc_batch_cells (int): at most this many sentences / padded (dependent, head) scores per batch
         of the arc scorer at prediction (memory).
     RETURNS (Model[Sentences, Any]): predict -> (upos, heads, deprels, confidence); begin_update -> decoder.Scores.
@@ -92,7 +96,8 @@ def build_tagger_parser(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: 
                     relation_table_weight=relation_table_weight, arc_batch_size=arc_batch_size,
                     arc_batch_cells=arc_batch_cells, arc_distance=arc_distance,
                     projective=projective, word_order_sources=word_order_sources,
-                    word_order_weight=word_order_weight, word_order_relation_weight=word_order_relation_weight)
+                    word_order_weight=word_order_weight, word_order_relation_weight=word_order_relation_weight,
+                    tag_parser_weight=tag_parser_weight)
     return chain(word_vectors(encoder), concept_decoder(settings))
 
 

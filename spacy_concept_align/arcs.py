@@ -162,6 +162,9 @@ class BiaffineArcScorer(nn.Module):
         self.U = nn.Parameter(torch.zeros(self.hidden, self.hidden))
         self.u = nn.Parameter(torch.zeros(self.hidden))
         self.context: Optional[WordContext] = None
+        #: Heads from the tags alone (tag_parser.TagParser), whose log-probabilities the decoder adds to these
+        #: scores; kept here so that a language's own arc scorer carries its own fine-tuned copy.
+        self.tags: Optional[nn.Module] = None
 
     def add_context(self, hidden: int = 128, reduce: int = 0, chars: int = 0, layers: int = 1,
                     char_buckets: int = 4096) -> None:

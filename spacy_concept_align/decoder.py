@@ -20,6 +20,7 @@ from .consistency import joint_decode
 from .labels import DEPRELS, ROOT_ID, UPOS
 from .lexicon import (OFFSET_BUCKETS, LanguagePriors, Lexicon, PriorsByLanguage, PriorWeights, arc_context, arc_counts,
                       relation_log_prior, relation_table)
+from .tag_parser import TYPOLOGY_FEATURES, TagParser, train_tag_parser
 from .typology import nearest, syntax_features
 
 
@@ -106,7 +107,8 @@ class ConceptDecoder(nn.Module):
                  arc_context_input: int = 0, confidence_temperatures: Sequence[float] = (1.0, 1.0),
                  relation_table_weight: float = 0.0, arc_batch_size: int = 64, arc_batch_cells: int = 1_000_000,
                  arc_distance: bool = False, projective: bool = True, word_order_sources: int = 3,
-                 word_order_weight: float = 0.3, word_order_relation_weight: float = 0.25):
+                 word_order_weight: float = 0.3, word_order_relation_weight: float = 0.25,
+                 tag_parser_weight: float = 0.3):
         super().__init__()
         #: Each meta-training language's arc table (`lexicon.arc_counts`) and relation table (`relation_table`), per
         #: sentence, and its word-order typology (`typology.syntax_features`): a language named but with no priors of
@@ -138,6 +140,11 @@ class ConceptDecoder(nn.Module):
         self.arcs = BiaffineArcScorer(width, arc_hidden, dropout, arc_distance)
         if arc_context:  # the multilingual arc scorer reads the words through a BiLSTM (arcs.WordContext)
             self.arcs.add_context(arc_context, arc_context_input)
+        #: A language named but never seen also gets the heads its tags and typology suggest (tag_parser.py), at
+        #: this weight (0 = no tag parser); a language adapted from a few sentences, its own fine-tuned copy's.
+        self.tag_parser_weight = tag_parser_weight
+        if tag_parser_weight:
+            self.arcs.tags = TagParser()
         self.language_arcs = nn.ModuleDict()  # arc scorers fine-tuned for one language (few-shot)
         self.priors = PriorsByLanguage()  # word forms' labels etc. from a language's own sentences
 
@@ -201,8 +208,33 @@ class ConceptDecoder(nn.Module):
         relations = (mean(self.source_relation_tables) if len(self.source_relation_tables) == len(self.source_typology)
                      else np.zeros(self.relation_table.shape, np.float32))
         return LanguagePriors(Lexicon(len(UPOS)), Lexicon(len(DEPRELS)), relations,
-                              PriorWeights(arcs=self.word_order_weight, heads=0.0,
-                                           table=self.word_order_relation_weight), arc_table=mean(self.source_arc_tables))
+                              PriorWeights(arcs=self.word_order_weight, heads=0.0, table=self.word_order_relation_weight,
+                                           tags=self.tag_parser_weight), arc_table=mean(self.source_arc_tables))
+
+    def fit_tag_parser(self, pools: Dict[str, FeatureSet]) -> None:
+        """Train the tag parser on the gold trees of the languages whose typology is known."""
+        known = {lang: (f, typology) for lang, f in pools.items() if (typology := syntax_features(lang)) is not None}
+        self.arcs.tags = train_tag_parser(known).to(self.arcs.U.device)
+        for arcs in self.language_arcs.values():  # languages adapted before keep theirs; others share this one
+            if arcs.tags is None:
+                arcs.tags = self.arcs.tags
+
+    def tag_parser_typology(self, lang: Optional[str]) -> np.ndarray:
+        """`lang`'s syntax features for the tag parser; a language the typology lacks gets the sources' mean."""
+        known = syntax_features(lang)
+        if known is not None:
+            return known
+        if len(self.source_typology):
+            return self.source_typology.float().mean(0).numpy()
+        return np.zeros(TYPOLOGY_FEATURES, np.float32)
+
+    def tag_arc_prior(self, upos: np.ndarray, offsets: np.ndarray, lang: Optional[str],
+                      weight: float) -> Optional[List[np.ndarray]]:
+        """Per sentence, `weight` x log p(head | tags, typology) from `lang`'s tag parser; None if it has none."""
+        parser = self.arc_scorer(lang).tags
+        if not weight or parser is None:
+            return None
+        return [weight * p for p in parser.log_probs(upos, offsets, self.tag_parser_typology(lang))]
 
     def set_prototypes(self, features: FeatureSet, min_count: int = 1) -> None:
         """Prototypes = class means of gold-labelled source features (UPOS on words, relations on head - dep)."""
@@ -280,6 +312,9 @@ class ConceptDecoder(nn.Module):
             upos = pos_scores.argmax(-1)
             order = priors if priors is not None or lang in self.priors else self.word_order_prior(lang)
             arc_prior = order.arc_log_prior(upos, features.offsets, forms) if order is not None else None
+            by_tags = self.tag_arc_prior(upos, features.offsets, lang, order.weights.tags) if order is not None else None
+            if by_tags is not None:
+                arc_prior = by_tags if arc_prior is None else [a + b for a, b in zip(arc_prior, by_tags)]
             heads, head_p = self.heads_with_probabilities(features, lang, self.confidence_temperatures[1],
                                                           arc_prior=arc_prior)
             relations = self.relation_inputs(features, heads, upos, lang, context)

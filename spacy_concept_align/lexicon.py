@@ -40,6 +40,9 @@ class PriorWeights:
     # heads: log p(head offset | the dependent's form), the word's own way of attaching (seen forms only). Validation,
     # K = 5 / 20 / 50, LAS with the arc table: +0.15 / +0.45 / +0.5 at 0.3 (K=20: +0.3 / +0.45 / +0.35 at 0.15 / 0.3 / 0.6)
     heads: float = 0.3
+    # tags: log p(head | the sentence's tags, the language's typology) from the tag parser (tag_parser.py) at this weight
+    # (few-shot: AdaptSettings.tag_parser_weight; zero-shot: the decoder's tag_parser_weight)
+    tags: float = 0.0
     smoothing: float = 0.5  # pseudo-count spread over the classes (Dirichlet) before normalising
 
 

@@ -17,6 +17,7 @@ from safetensors.torch import save as save_tensors
 
 from .decoder import ConceptDecoder
 from .lexicon import PriorsByLanguage
+from .tag_parser import TagParser
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,9 @@ def load_decoder_state(decoder: ConceptDecoder, structure: dict, weights: bytes,
     tensors.setdefault("source_arc_tables", decoder.source_arc_tables[:0])
     tensors.setdefault("source_relation_tables", decoder.source_relation_tables[:0])
     tensors.setdefault("source_typology", torch.zeros(0, 0))
+    # languages whose tag parser is their own (fine-tuned); the others share the multilingual one (one copy in memory)
+    own_tags = {lang for lang in structure.get("arc_languages", [])
+                if any(key.startswith(f"language_arcs.{lang}.tags.") for key in tensors)}
     for lang, keys in structure.get("arc_shared", {}).items():
         tensors.update({f"language_arcs.{lang}.{key}": tensors[f"arcs.{key}"] for key in keys
                         if f"arcs.{key}" in tensors})
@@ -71,7 +75,10 @@ def load_decoder_state(decoder: ConceptDecoder, structure: dict, weights: bytes,
         PriorsByLanguage(priors)
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from None
+    has_tag_parser = any(key.startswith("arcs.tags.") for key in tensors)  # saved before there was one: none
     for target in (copy.deepcopy(decoder), decoder):  # a trial run on a copy, then the real one
+        if has_tag_parser != (target.arcs.tags is not None):
+            target.arcs.tags = TagParser().to(target.arcs.U.device) if has_tag_parser else None
         for lang in structure.get("languages", []):
             target.add_language(lang)
         for lang, (pos_extra, rel_extra, *rank) in structure.get("own_inner", {}).items():
@@ -82,10 +89,13 @@ def load_decoder_state(decoder: ConceptDecoder, structure: dict, weights: bytes,
                     aligner.adaptors[lang].own_inner(aligner.phi, int(extra), *rank)
         for name in ("source_arc_tables", "source_relation_tables", "source_typology"):  # one row per source
             setattr(target, name, torch.empty_like(tensors[name], dtype=getattr(target, name).dtype))
+        tags, target.arcs.tags = target.arcs.tags, None  # copied only where a language has its own
         for lang in structure.get("arc_languages", []):
             target.language_arcs[lang] = copy.deepcopy(target.arcs)
+            target.language_arcs[lang].tags = copy.deepcopy(tags) if lang in own_tags else tags
             if lang in structure.get("arc_context", {}):
                 target.language_arcs[lang].add_context(*structure["arc_context"][lang])
+        target.arcs.tags = tags
         try:
             target.load_state_dict(tensors, strict=True)
         except RuntimeError as err:

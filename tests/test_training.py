@@ -109,6 +109,8 @@ def test_meta_train_learns_and_records_how(tiny_bert_dir):
     # each meta-training language's word order, kept for languages named but never seen
     assert pipe.decoder.source_arc_tables.shape[0] == 3 == pipe.decoder.source_typology.shape[0]
     assert pipe.decoder.word_order_prior("wo") is not None and pipe.decoder.word_order_prior("qq") is None
+    # ... and the tag parser, trained on their trees
+    assert pipe.decoder.arcs.tags is not None and bool(pipe.decoder.arcs.tags.biaffine.detach().any())
 
 
 def test_relation_table_moves_zero_shot_relations_only_when_weighted(pools):
@@ -171,6 +173,16 @@ def test_word_order_of_the_nearest_sources_moves_heads_of_a_named_language_only(
     older = {k: v for k, v in load_tensors(weights).items() if not k.startswith("source_")}  # saved before them
     load_decoder_state(copy, structure, save_tensors(older), priors)
     assert len(copy.source_typology) == 0 and copy.word_order_prior("es") is None
+    # the tag parser, trained on the sources' trees, goes with the decoder; weights saved before it load with none
+    decoder.fit_tag_parser({lang: pools[lang] for lang in ("en", "de")})
+    by_tags = decoder.tag_arc_prior(test.upos, test.offsets, "es", 1.0)
+    assert len(by_tags) == len(test) and decoder.word_order_prior("es").weights.tags == decoder.tag_parser_weight
+    load_decoder_state(copy, *decoder_state(decoder))
+    assert all(np.array_equal(a, b) for a, b in zip(copy.tag_arc_prior(test.upos, test.offsets, "es", 1.0), by_tags))
+    structure, weights, priors = decoder_state(decoder)
+    older = {k: v for k, v in load_tensors(weights).items() if not k.startswith("arcs.tags.")}
+    load_decoder_state(copy, structure, save_tensors(older), priors)
+    assert copy.arcs.tags is None and copy.tag_arc_prior(test.upos, test.offsets, "es", 1.0) is None
 
 
 def test_original_method_is_reachable(tiny_bert_dir):

@@ -97,6 +97,7 @@ def learning_curve(nlp, ks: Sequence[int] = (0, 5, 10, 20, 50), seeds: Sequence[
         pool_confidence = decoder.predict_with_confidence(pool)[3].prod(1)
         suggested = choose_sentences([pool_confidence[a:b] for a, b in zip(pool.offsets[:-1], pool.offsets[1:])],
                                      pool_forms, max(ks))
+        key = f"{tb.lang}_fewshot"  # the language's own code (its typology: the tag parser) beside any shipped parts
         for k in ks:
             for seed in seeds if k else seeds[:1]:
                 row = {"treebank": tb.treebank, "lang": tb.lang, "k": k, "seed": seed}
@@ -110,17 +111,17 @@ def learning_curve(nlp, ks: Sequence[int] = (0, 5, 10, 20, 50), seeds: Sequence[
                 chosen = sorted(rng.choice(len(pool), min(k, len(pool)), replace=False))
                 support = pool.select(chosen)
                 forms = [w for i in chosen for w in pool_forms[i]]
-                report = adapt_language(decoder, support, "_fewshot", settings, forms)
+                report = adapt_language(decoder, support, key, settings, forms)
                 row["adapt_seconds"] = report["seconds"]
-                row[SYSTEMS[0]] = vars(conll18_scores(test, *decoder.predict(test, "_fewshot", test_forms)))
-                row[SYSTEMS[4]] = vars(conll18_scores(test, *decoder.predict(test, "_fewshot")))  # same parts, no priors
+                row[SYSTEMS[0]] = vars(conll18_scores(test, *decoder.predict(test, key, test_forms)))
+                row[SYSTEMS[4]] = vars(conll18_scores(test, *decoder.predict(test, key)))  # same parts, no priors
                 if seed == seeds[0]:  # `suggest` is deterministic: one run per K
                     picked = suggested[:k]
-                    adapt_language(decoder, pool.select(picked), "_fewshot", settings,
+                    adapt_language(decoder, pool.select(picked), key, settings,
                                    [w for i in picked for w in pool_forms[i]])
-                    row[SYSTEMS[5]] = vars(conll18_scores(test, *decoder.predict(test, "_fewshot", test_forms)))
-                adapt_language(decoder, support, "_fewshot", ORIGINAL)
-                row[SYSTEMS[1]] = vars(conll18_scores(test, *decoder.predict(test, "_fewshot")))
+                    row[SYSTEMS[5]] = vars(conll18_scores(test, *decoder.predict(test, key, test_forms)))
+                adapt_language(decoder, support, "_original", ORIGINAL)  # no code: nothing from typology
+                row[SYSTEMS[1]] = vars(conll18_scores(test, *decoder.predict(test, "_original")))
                 rel_x, rel_y = support.relation_vectors(), support.deprels
                 target_pos = fit_linear(support.words, support.upos, len(UPOS), 1e-3, 100)
                 target_rel = fit_linear(rel_x, rel_y, len(DEPRELS), 1e-3, 100)
