@@ -83,5 +83,30 @@ def test_few_shot_fine_tunes_the_languages_own_copy(ud_file, tiny_bert_dir):
     assert loaded.language_arcs["wo"].tags is not loaded.arcs.tags
     assert all(torch.equal(loaded.language_arcs["wo"].tags.state_dict()[k], v) for k, v in own.items())
     assert all(np.array_equal(a, b) for a, b in zip(loaded.predict(wolof, "wo", forms), decoder.predict(wolof, "wo", forms)))
-    off = ConceptDecoder(32, pos_hidden=32, pos_dim=8, rel_hidden=32, rel_dim=8, arc_hidden=32, tag_parser_weight=0.0)
+    off = ConceptDecoder(32, pos_hidden=32, pos_dim=8, rel_hidden=32, rel_dim=8, arc_hidden=32, tag_parser_weight=0.0,
+                         unnamed_tag_parser_weight=0.0)
     assert off.arcs.tags is None and off.tag_arc_prior(wolof.upos, wolof.offsets, "wo", 0.3) is None
+
+
+def test_a_language_not_named_gets_the_sources_mean_typology(trained, tiny_bert_dir, ud_file):
+    from spacy_concept_align.encoders import FrozenEncoder
+    from spacy_concept_align.feature_cache import extract_features
+
+    parser = trained[0]
+    wolof = extract_features(ud_file("wo_wtb", "train"), FrozenEncoder(str(tiny_bert_dir), 2), max_sentences=20,
+                             use_cache=False, progress=False)
+    torch.manual_seed(0)
+    decoder = ConceptDecoder(32, pos_hidden=32, pos_dim=8, rel_hidden=32, rel_dim=8, arc_hidden=32, dropout=0.0)
+    decoder.set_prototypes(wolof)
+    decoder.source_typology = torch.from_numpy(np.stack([syntax_features("en"), syntax_features("ja")]))
+    decoder.arcs.tags = parser
+    assert np.allclose(decoder.tag_parser_typology(None), (syntax_features("en") + syntax_features("ja")) / 2)
+    assert np.array_equal(decoder.tag_parser_typology("qq"), decoder.tag_parser_typology(None))  # unknown code
+    by_tags = decoder.tag_arc_prior(wolof.upos, wolof.offsets, None, 1.0)  # on gold tags: a Wolof parser of sorts
+    right = sum(int((p.argmax(1) == wolof.heads[a:b]).sum())
+                for p, a, b in zip(by_tags, wolof.offsets[:-1], wolof.offsets[1:]))
+    assert right / wolof.n_words > 0.35
+    decoder.unnamed_tag_parser_weight = 0.0
+    without = decoder.predict(wolof)[1]
+    decoder.unnamed_tag_parser_weight = 5.0
+    assert not np.array_equal(decoder.predict(wolof)[1], without)
