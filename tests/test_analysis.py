@@ -263,13 +263,14 @@ def test_study_tiny_bert(tiny_bert_dir, tmp_path, monkeypatch):
     result = alignability_study(str(tiny_bert_dir), LANGS, ["en"], [1, 2], 2, out, max_sentences=20, min_count=3,
                                 progress=False)
     _check_outputs(result, out, [1, 2])
-    # a second run reads the cached features (stored as float16, hence approx) and gives the same numbers
+    # a second run reads the cached features (stored as float16, hence approx: on the tiny random BERT the rank
+    # correlations moved by up to 0.0011 in one fresh-clone run) and gives the same numbers
     again = alignability_study(str(tiny_bert_dir), LANGS, ["en"], [1, 2], 2, tmp_path / "again", max_sentences=20,
                                min_count=3, progress=False)
     for task in ("pos", "rel"):
         for measure in ("rsa", "procrustes"):
             np.testing.assert_allclose(again["layer_curve"][task][measure], result["layer_curve"][task][measure],
-                                       atol=1e-3)
+                                       atol=5e-3)
 
 
 def test_study_tiny_gpt2_with_pipeline_and_eval(tiny_gpt2_dir, tmp_path, monkeypatch):
