@@ -233,7 +233,8 @@ class ConceptDecoder(nn.Module):
 
     def tag_arc_prior(self, upos: np.ndarray, offsets: np.ndarray, lang: Optional[str],
                       weight: float) -> Optional[List[np.ndarray]]:
-        """Per sentence, `weight` x log p(head | tags, typology) from `lang`'s tag parser; None if it has none."""
+        """Per sentence, `weight` x log p(head | tags, typology) from `lang`'s tag parser; None if it has none.
+        upos: tag ids, or the tagger's probabilities (words x UPOS; what prediction gives it)."""
         parser = self.arc_scorer(lang).tags
         if not weight or parser is None:
             return None
@@ -317,7 +318,9 @@ class ConceptDecoder(nn.Module):
             arc_prior = order.arc_log_prior(upos, features.offsets, forms) if order is not None else None
             tag_weight = (order.weights.tags if order is not None
                           else 0.0 if lang in self.language_arcs else self.unnamed_tag_parser_weight)
-            by_tags = self.tag_arc_prior(upos, features.offsets, lang, tag_weight)
+            # the tag parser reads the tagger's distribution, not just its first guess (tag_parser.py)
+            tag_dist = np.exp(pos_scores - np.logaddexp.reduce(pos_scores, axis=1, keepdims=True)) if tag_weight else upos
+            by_tags = self.tag_arc_prior(tag_dist, features.offsets, lang, tag_weight)
             if by_tags is not None:
                 arc_prior = by_tags if arc_prior is None else [a + b for a, b in zip(arc_prior, by_tags)]
             heads, head_p = self.heads_with_probabilities(features, lang, self.confidence_temperatures[1],

@@ -41,8 +41,10 @@ class TagParser(nn.Module):
         self.head_bias = nn.Linear(mlp, 1)
 
     def forward(self, tags: torch.Tensor, lengths: Sequence[int], typology: torch.Tensor) -> torch.Tensor:
-        """tags: batch x (n + 1), the root tag first; RETURNS batch x n x (n + 1) head scores (column 0 = root)."""
-        x = self.tags(tags) + self.typology(typology)[:, None, :]
+        """tags: batch x (n + 1) tag ids, the root tag first, or batch x (n + 1) x (tags + 1) distributions over them
+        (read as the expected embedding); RETURNS batch x n x (n + 1) head scores (column 0 = root)."""
+        embedded = self.tags(tags) if tags.dtype == torch.long else tags @ self.tags.weight
+        x = embedded + self.typology(typology)[:, None, :]
         packed = nn.utils.rnn.pack_padded_sequence(x, list(lengths), batch_first=True, enforce_sorted=False)
         states, _ = nn.utils.rnn.pad_packed_sequence(self.lstm(packed)[0], batch_first=True,
                                                      total_length=tags.shape[1])
@@ -51,7 +53,12 @@ class TagParser(nn.Module):
 
     def log_probs(self, upos: np.ndarray, offsets: np.ndarray, typology: np.ndarray,
                   batch_size: int = 64) -> List[np.ndarray]:
-        """Per sentence, log p(head | the sentence's tags, typology): n x (n + 1), column 0 = root."""
+        """Per sentence, log p(head | the sentence's tags, typology): n x (n + 1), column 0 = root.
+
+        upos: a tag id per word, or (words x UPOS) the tagger's probabilities: the parser then reads each word's
+        expected tag embedding, so a word the tagger is unsure of does not commit the heads to its first guess
+        (validation dev, zero-shot, language named, UAS / LAS: 66.65 / 51.71 from the argmax tags, 66.85 / 51.82).
+        """
         spans = list(zip(offsets[:-1], offsets[1:]))
         out: List[Optional[np.ndarray]] = [None] * len(spans)
         order = sorted(range(len(spans)), key=lambda s: spans[s][1] - spans[s][0])  # similar lengths pad little
@@ -60,7 +67,10 @@ class TagParser(nn.Module):
         with torch.no_grad():
             for i in range(0, len(order), batch_size):
                 ids = order[i : i + batch_size]
-                tags, lengths, _ = _batch([(upos[spans[s][0] : spans[s][1]], None) for s in ids])
+                chunks = [upos[spans[s][0] : spans[s][1]] for s in ids]
+                tags, lengths, _ = _batch([(c.argmax(-1) if c.ndim == 2 else c, None) for c in chunks])
+                if upos.ndim == 2:
+                    tags = _distributions(tags, chunks)
                 scores = _masked(self(tags, lengths, _typology(typology, len(ids))), lengths)
                 for row, s in enumerate(ids):
                     n = lengths[row] - 1
@@ -133,6 +143,14 @@ def _batch(sentences: Sequence[Tuple[np.ndarray, Optional[np.ndarray]]]):
         if gold is not None:
             heads[row, : len(gold)] = torch.from_numpy(np.asarray(gold, np.int64))
     return tags, [len(u) + 1 for u, _ in sentences], heads
+
+
+def _distributions(tags: torch.Tensor, probabilities: Sequence[np.ndarray]) -> torch.Tensor:
+    """`_batch`'s padded tags (the root's and padding's kept as they are) with each word's row its tag distribution."""
+    out = F.one_hot(tags, len(UPOS) + 1).float()
+    for row, p in enumerate(probabilities):
+        out[row, 1 : len(p) + 1, : len(UPOS)] = torch.from_numpy(np.asarray(p, np.float32))
+    return out
 
 
 def _masked(scores: torch.Tensor, lengths: Sequence[int]) -> torch.Tensor:

@@ -55,6 +55,24 @@ def test_the_languages_typology_sets_the_word_order(trained):
     assert attachment(parser, english) > attachment(parser, english, syntax_features("ja")) + 0.2
 
 
+def test_it_reads_tag_distributions(trained):
+    """The tagger's probabilities in place of its tags: one-hot rows give the tags' heads exactly, and an unsure word
+    (half its tag, half another) gives heads between the two readings."""
+    parser, english, _, _ = trained
+    upos, _, typology = english[0]
+    offsets = np.array([0, len(upos)])
+    one_hot = np.eye(len(UPOS), dtype=np.float32)[upos]
+    by_ids = parser.log_probs(upos, offsets, typology)[0]
+    assert np.allclose(parser.log_probs(one_hot, offsets, typology)[0], by_ids, atol=1e-5)
+    other = upos.copy()
+    other[0] = UPOS.index("VERB") if UPOS[upos[0]] != "VERB" else UPOS.index("NOUN")
+    by_other = parser.log_probs(other, offsets, typology)[0]
+    mixed = one_hot.copy()
+    mixed[0] = 0.5 * one_hot[0] + 0.5 * np.eye(len(UPOS))[other[0]]
+    by_mixed = parser.log_probs(mixed, offsets, typology)[0]
+    assert not np.allclose(by_mixed, by_ids, atol=1e-3) and not np.allclose(by_mixed, by_other, atol=1e-3)
+
+
 def test_few_shot_fine_tunes_the_languages_own_copy(ud_file, tiny_bert_dir):
     from spacy_concept_align.encoders import FrozenEncoder
     from spacy_concept_align.feature_cache import extract_features
