@@ -28,6 +28,11 @@ def tensor(array: np.ndarray, dtype=torch.float32) -> torch.Tensor:
     return torch.tensor(np.asarray(array), dtype=dtype)  # a copy: cached features are read-only memory maps
 
 
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    """Row-wise probabilities from log-scores (n x classes)."""
+    return np.exp(scores - np.logaddexp.reduce(scores, axis=1, keepdims=True))
+
+
 @dataclass
 class Support:
     """A meta-training episode's support set: its sentences, the weight of the query loss against prototypes
@@ -319,7 +324,7 @@ class ConceptDecoder(nn.Module):
             tag_weight = (order.weights.tags if order is not None
                           else 0.0 if lang in self.language_arcs else self.unnamed_tag_parser_weight)
             # the tag parser reads the tagger's distribution, not just its first guess (tag_parser.py)
-            tag_dist = np.exp(pos_scores - np.logaddexp.reduce(pos_scores, axis=1, keepdims=True)) if tag_weight else upos
+            tag_dist = _softmax(pos_scores) if tag_weight else upos
             by_tags = self.tag_arc_prior(tag_dist, features.offsets, lang, tag_weight)
             if by_tags is not None:
                 arc_prior = by_tags if arc_prior is None else [a + b for a, b in zip(arc_prior, by_tags)]
@@ -341,7 +346,7 @@ class ConceptDecoder(nn.Module):
         if self.consistent_labels:
             upos, deprels = joint_decode(pos_scores, self.joint_weight * rel_scores)
         tag_scores = pos_scores / self.confidence_temperatures[0]
-        tag_p = np.exp(tag_scores - np.logaddexp.reduce(tag_scores, axis=1, keepdims=True))[np.arange(len(upos)), upos]
+        tag_p = _softmax(tag_scores)[np.arange(len(upos)), upos]
         return upos, heads, deprels, np.stack([tag_p, head_p], axis=1).astype(np.float32)
 
     def pos_inputs(self, features: FeatureSet, lang: Optional[str] = None,
