@@ -47,6 +47,11 @@ class AdaptSettings:
     steps: int = 100
     lr: float = 0.001
     anchor_weight: float = 0.1  # pull the trained parameters towards their start (the zero-shot solution)
+    # ... harder with fewer words: the loss is a mean over the support words, so a fixed anchor would trust 40 words
+    # as much as 400; it is multiplied by max(1, anchor_words / words) (0 = fixed). Validation languages, 2 seeds, UPOS
+    # at K = 5 / 10 / 20: 81.57 / 83.73 / 85.41 fixed; 200: +0.20 / 0 / 0; 400: +0.31 / +0.04 / -0.02; 800: +0.34 /
+    # +0.01 / -0.12; 1600: +0.31 / -0.11 / -0.25 (UAS and LAS within 0.05)
+    anchor_words: int = 400
     refine_prototypes: bool = True
     shrink: float = 5.0
     adapt_arcs: bool = True
@@ -306,11 +311,12 @@ def _fit_adaptor(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Te
     params = list((adaptor.outer if mode == "outer" else adaptor.linear).parameters())
     start = [p.detach().clone() for p in params]
     optimizer = torch.optim.Adam(params, lr=settings.lr)
+    anchor_weight = settings.anchor_weight * max(1.0, settings.anchor_words / len(y))
     loss = torch.tensor(0.0)
     for _ in range(settings.steps):
         logits = -torch.cdist(adaptor(hidden), target).pow(2).masked_fill(~aligner.valid, -1e9)
         loss = torch.nn.functional.cross_entropy(logits, y)
-        anchor = settings.anchor_weight * sum((p - p0).pow(2).sum() for p, p0 in zip(params, start))
+        anchor = anchor_weight * sum((p - p0).pow(2).sum() for p, p0 in zip(params, start))
         optimizer.zero_grad()
         (loss + anchor).backward()
         optimizer.step()

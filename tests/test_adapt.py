@@ -73,6 +73,19 @@ def test_original_linear_adaptor_leaves_the_output_layer(setup):
         adapt_language(decoder, wolof.select(range(10)), "wo", AdaptSettings(train="everything"))
 
 
+def test_fewer_support_words_keep_the_output_layer_nearer_the_zero_shot_one(setup):
+    decoder, wolof = setup
+
+    def moved(support, anchor_words):
+        adapt_language(decoder, support, "wo", AdaptSettings(anchor_words=anchor_words, refine_prototypes=False))
+        return float((decoder.pos.adaptors["wo"].outer.weight - decoder.pos.phi.outer.weight).norm())
+
+    few = wolof.select(range(3))
+    words = int((few.upos >= 0).sum())
+    assert moved(few, 0) > moved(few, 4 * words) > 0  # a stronger anchor for fewer words than anchor_words
+    assert moved(few, words // 2) == moved(few, 0)  # never weaker than anchor_weight
+
+
 def test_unlabelled_support_fails_and_changes_nothing(setup):
     decoder, wolof = setup
     before = state(decoder)
