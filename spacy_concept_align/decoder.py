@@ -208,16 +208,25 @@ class ConceptDecoder(nn.Module):
         0.15 / 0.3: 65.75 / 50.51, 65.61 / 50.45; the 5 nearest at 0.3: 65.99 / 50.66; the 3 nearest at 0.15 / 0.3 /
         0.5: 66.17 / 50.77, 66.24 / 50.82, 66.01 / 50.67.
         """
+        tables = self.source_tables(lang)
+        if tables is None:
+            return None
+        arcs, relations = tables
+        return LanguagePriors(Lexicon(len(UPOS)), Lexicon(len(DEPRELS)), relations,
+                              PriorWeights(arcs=self.word_order_weight, heads=0.0, table=self.word_order_relation_weight,
+                                           tags=self.tag_parser_weight), arc_table=arcs)
+
+    def source_tables(self, lang: Optional[str], sentences: float = 500.0) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """The arc and relation tables (`arc_counts`, `relation_table`) of the meta-training languages nearest to
+        `lang`, averaged and scaled as if counted on `sentences` sentences; None when `lang` is unknown or unnamed."""
         target = self._typology(lang)
         if target is None:
             return None
         chosen = nearest(target, self.source_typology.float().numpy(), self.word_order_sources)
-        mean = lambda tables: 500.0 * tables[torch.from_numpy(chosen)].float().mean(0).numpy()  # noqa: E731
+        mean = lambda tables: sentences * tables[torch.from_numpy(chosen)].float().mean(0).numpy()  # noqa: E731
         relations = (mean(self.source_relation_tables) if len(self.source_relation_tables) == len(self.source_typology)
                      else np.zeros(self.relation_table.shape, np.float32))
-        return LanguagePriors(Lexicon(len(UPOS)), Lexicon(len(DEPRELS)), relations,
-                              PriorWeights(arcs=self.word_order_weight, heads=0.0, table=self.word_order_relation_weight,
-                                           tags=self.tag_parser_weight), arc_table=mean(self.source_arc_tables))
+        return mean(self.source_arc_tables), relations
 
     def fit_tag_parser(self, pools: Dict[str, FeatureSet]) -> None:
         """Train the tag parser on the gold trees of the languages whose typology is known."""

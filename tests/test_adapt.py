@@ -86,6 +86,16 @@ def test_fewer_support_words_keep_the_output_layer_nearer_the_zero_shot_one(setu
     assert moved(few, words // 2) == moved(few, 0)  # never weaker than anchor_weight
 
 
+def test_below_min_relation_sentences_only_the_relation_prototypes_move(setup):
+    decoder, wolof = setup
+    report = adapt_language(decoder, wolof.select(range(10)), "wo", AdaptSettings(min_relation_sentences=20))
+    relations = decoder.rel.adaptors["wo"]
+    assert "rel_loss" not in report and torch.equal(relations.outer.weight, decoder.rel.phi.outer.weight)
+    assert torch.count_nonzero(relations.prototype_shift) > 0
+    report = adapt_language(decoder, wolof.select(range(10)), "wo", AdaptSettings(min_relation_sentences=5))
+    assert "rel_loss" in report
+
+
 def test_unlabelled_support_fails_and_changes_nothing(setup):
     decoder, wolof = setup
     before = state(decoder)

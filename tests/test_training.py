@@ -138,6 +138,24 @@ def test_relation_table_moves_zero_shot_relations_only_when_weighted(pools):
     assert (deprels[~attached] == DEPRELS.index("root")).all()
 
 
+def test_a_named_languages_support_arc_table_starts_from_its_sources(pools):
+    from spacy_concept_align.adapt import AdaptSettings, adapt_language
+
+    torch.manual_seed(0)
+    decoder = ConceptDecoder(32, pos_hidden=16, pos_dim=8, rel_hidden=16, rel_dim=8, arc_hidden=16, dropout=0.0)
+    decoder.set_prototypes(pools["en"])
+    decoder.set_source_word_order({lang: pools[lang] for lang in ("en", "de")})
+    support = pools["fr"].select(range(5))
+    forms = [f"w{i}" for i in range(support.n_words)]
+    tables = {}
+    for lang, sentences in (("es", 0.0), ("es", 5.0), ("qq", 5.0)):
+        adapt_language(decoder, support, lang, AdaptSettings(source_arc_sentences=sentences, steps=1), forms)
+        tables[lang, sentences] = decoder.priors[lang].arc_table
+    sources = decoder.source_tables("es", 5.0)[0]
+    assert sources.any() and np.allclose(tables["es", 5.0], tables["es", 0.0] + sources)
+    assert np.array_equal(tables["qq", 5.0], tables["es", 0.0])  # no typology: the support's counts alone
+
+
 def test_word_order_of_the_nearest_sources_moves_heads_of_a_named_language_only(pools):
     torch.manual_seed(0)
     # (the tag parser off for a language not named: its typology would tell "es" from no language)
