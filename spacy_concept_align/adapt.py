@@ -90,7 +90,7 @@ class AdaptSettings:
     # "phi": the weight of each word's own head offsets (PriorWeights.heads). Same dev splits, with the arc table:
     # UAS / LAS 78.65 / 66.93 without, 78.87 / 67.17 at 0.3 (projective trees: 78.76 / 67.01 -> 79.00 / 67.25)
     treebank_heads_prior: float = 0.3
-    treebank_table_prior: float = 0.5  # "phi": the weight of its relation-given-tags table (PriorWeights.table)
+    treebank_table_prior: float = PriorWeights.table  # "phi": its relation-given-tags table's weight, as chosen there
     inner_rank: int = 32  # "phi": the language's own first layers as rank-r corrections (0 = whole copies)
     batch_sentences: int = 32
     phi_lr: float = 1e-3
