@@ -183,7 +183,7 @@ def _decoder_outputs(model: Model, X_Y: Any, is_train: bool):
 @serialize_attr.register(FrozenEncoder)
 def _serialize_encoder(_, value: FrozenEncoder, name: str, model: Model) -> bytes:
     """The encoder is named by the config, not saved in the model: its settings, for the record."""
-    return srsly.json_dumps({"name": value.name, "layer": value.layer, "pooling": value.pooling}).encode()
+    return srsly.json_dumps(value.settings).encode()
 
 
 @deserialize_attr.register(FrozenEncoder)

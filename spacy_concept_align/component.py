@@ -78,7 +78,7 @@ class ConceptTaggerParser(TrainablePipe):
         self.cfg = {"overwrite": overwrite, "lang": lang, "save_encoder": save_encoder, "min_count": min_count,
                     "longest_tree": longest_tree, "adapt": dict(adapt or {}),
                     "adapt_unlabeled": dict(adapt_unlabeled or {}), "meta": {},
-                    "encoder": {"name": encoder.name, "layer": encoder.layer, "pooling": encoder.pooling}}
+                    "encoder": encoder.settings}
         self._warned_langs: set = set()
 
     @property

@@ -36,8 +36,8 @@ def extract_features(path: Union[str, Path], encoder: FrozenEncoder, max_sentenc
         sentences = sentences[:max_sentences]
     features = FeatureSet.from_vectors(_encode(encoder, sentences, path.name, progress), sentences, lang)
     if use_cache:
-        _save(features, target, {"file": str(path), "treebank": treebank, "encoder": encoder.name,
-                                 "layer": encoder.layer, "pooling": encoder.pooling, "sentences": len(sentences)})
+        _save(features, target, {"file": str(path), "treebank": treebank, "encoder": encoder.settings,
+                                 "sentences": len(sentences)})
     return features
 
 

@@ -109,9 +109,10 @@ def check_encoder(saved: dict, encoder, source: str) -> None:
 
     saved: a saved component's cfg (its "encoder", "width" and "encoder_vocab" entries)."""
     trained_on = saved.get("encoder", {})
-    now = {"name": encoder.name, "layer": encoder.layer, "pooling": encoder.pooling}
-    problems = [f"{key} {trained_on[key]!r} (now {now[key]!r})" for key in ("layer", "pooling")
-                if key in trained_on and trained_on[key] != now[key]]
+    now = {"extra_layers": [], **encoder.settings}
+    assumed = {**now, "extra_layers": []}  # what weights trained before a setting existed were trained with
+    problems = [f"{key} {trained_on.get(key, assumed[key])!r} (now {now[key]!r})"
+                for key in ("layer", "pooling", "extra_layers") if trained_on.get(key, assumed[key]) != now[key]]
     if saved.get("width") not in (None, encoder.width):
         problems.append(f"{saved['width']}-d vectors (now {encoder.width}-d)")
     if saved.get("encoder_vocab") not in (None, encoder.vocab_size):

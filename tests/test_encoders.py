@@ -188,6 +188,24 @@ def test_layers_give_different_vectors(tiny_bert_dir):
     assert not np.allclose(one, two, atol=1e-3)
 
 
+def test_extra_layers_are_concatenated_after_the_layer(tiny_bert_dir):
+    """extra_layers=[1] on layer 2: each word's vector is layer 2's, then layer 1's, from one forward pass."""
+    words = [["sa", "ta", "sa"], ["ta"]]
+    both = FrozenEncoder(str(tiny_bert_dir), 2, extra_layers=[1])
+    assert both.width == 64 and both.settings["extra_layers"] == [1]
+    assert both.fingerprint != FrozenEncoder(str(tiny_bert_dir), 2).fingerprint
+    for (vectors, root), (top, top_root), (low, low_root) in zip(
+            both(words), FrozenEncoder(str(tiny_bert_dir), 2)(words), FrozenEncoder(str(tiny_bert_dir), 1)(words)):
+        np.testing.assert_allclose(vectors, np.concatenate([top, low], 1), atol=1e-5)
+        np.testing.assert_allclose(root, np.concatenate([top_root, low_root]), atol=1e-5)
+
+
+@pytest.mark.parametrize("extra", [[2], [3], [-1]])
+def test_extra_layers_must_be_below_the_layer(tiny_bert_dir, extra):
+    with pytest.raises(ValueError, match="extra_layers must be below layer 2"):
+        FrozenEncoder(str(tiny_bert_dir), 2, extra_layers=extra)
+
+
 @pytest.mark.parametrize("layer", [-1, 4, 100])
 def test_invalid_layer(tiny_bert_dir, layer):
     with pytest.raises(ValueError, match="layer must be in 0..3"):

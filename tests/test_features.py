@@ -46,7 +46,7 @@ def test_cache_miss_then_hit(cache, counting_encoder, sample_file):
     assert counting_encoder.calls == [N]
     (target,) = _feature_dirs(cache)
     meta = json.loads((target / "meta.json").read_text())
-    assert meta["sentences"] == N and meta["layer"] == 2 and meta["pooling"] == "first"
+    assert meta["sentences"] == N and meta["encoder"]["layer"] == 2 and meta["encoder"]["pooling"] == "first"
     second = extract_features(path, counting_encoder, max_sentences=N, progress=False)
     assert counting_encoder.calls == [N]  # the hit did not run the encoder
     # The hit is memory-mapped from the cache; vectors are stored as float16.

@@ -1,4 +1,5 @@
-"""One vector per word from a frozen transformer's layer k: the only place that runs the encoder.
+"""One vector per word from a frozen transformer's layer k (and, optionally, lower layers beside it): the only
+place that runs the encoder.
 
 Any Hugging Face encoder or decoder works (hub name, local directory, or the offline default). The model is
 truncated after layer k, so layers above it are never loaded or computed.
@@ -125,16 +126,27 @@ class FrozenEncoder:
         overlapping windows and each piece takes its vector from the window where it is most central.
     precision (str): "fp32", or "int8" = dynamic quantisation of the linear layers (faster on CPU; see the
         README's speed table for what it costs in accuracy).
+    extra_layers (Sequence[int]): lower layers whose vectors are concatenated after layer k's (free: the model
+        computes them anyway). Lower layers keep more of the word's form, which transfers across languages.
     """
 
     def __init__(self, name: str, layer: int, pooling: str = "first", batch_size: int = 32, max_length: int = 0,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", extra_layers: Sequence[int] = ()):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if any(not 0 <= k < layer for k in extra_layers):
+            raise ValueError(f"extra_layers must be below layer {layer} (the model is cut after it), got {list(extra_layers)}")
         self.name, self.layer, self.pooling, self.precision = name, layer, pooling, precision
+        self.extra_layers = tuple(int(k) for k in extra_layers)
         self.batch_size, self.max_length = batch_size, max_length
+
+    @property
+    def settings(self) -> dict:
+        """What the vectors depend on besides the model files (saved with weights and features, checked on load)."""
+        settings = {"name": self.name, "layer": self.layer, "pooling": self.pooling}
+        return {**settings, "extra_layers": list(self.extra_layers)} if self.extra_layers else settings
 
     @cached_property
     def path(self) -> str:
@@ -167,8 +179,8 @@ class FrozenEncoder:
 
     @property
     def width(self) -> int:
-        """The vector size."""
-        return getattr(self.config, "hidden_size", None) or self.config.n_embd
+        """The vector size (the model's, times the layers read)."""
+        return (getattr(self.config, "hidden_size", None) or self.config.n_embd) * (1 + len(self.extra_layers))
 
     @property
     def vocab_size(self) -> int:
@@ -180,6 +192,8 @@ class FrozenEncoder:
         """Identifies what this encoder computes, for cache keys: model files, layer and pooling."""
         path = Path(self.path)
         digest = hashlib.sha256(f"{self.name}|{self.layer}|{self.pooling}|v2".encode())  # v2: MAX_WORD_PIECES
+        if self.extra_layers:
+            digest.update(f"|extra{self.extra_layers}".encode())
         if self.precision != "fp32":
             digest.update(self.precision.encode())
         if path.is_dir():
@@ -232,7 +246,8 @@ class FrozenEncoder:
                     ids[row, : len(seq)] = torch.tensor(seq)
                     mask[row, : len(seq)] = 1
                 out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
-                hidden = out.hidden_states[self.layer].float().numpy()
+                layers = [out.hidden_states[k] for k in (self.layer, *self.extra_layers)]
+                hidden = torch.cat(layers, dim=-1).float().numpy()
                 for row, (s, start) in enumerate(batch):
                     states[s, start] = hidden[row, : len(inputs[row])]
         return [
@@ -329,8 +344,9 @@ def _window_starts(n: int, window: int) -> List[int]:
 
 @registry.architectures("spacy-concept-align.FrozenEncoder.v1")
 def build_frozen_encoder(
-    name: str, layer: int, pooling: str = "first", batch_size: int = 32, max_length: int = 0, precision: str = "fp32"
+    name: str, layer: int, pooling: str = "first", batch_size: int = 32, max_length: int = 0, precision: str = "fp32",
+    extra_layers: Sequence[int] = (),
 ) -> FrozenEncoder:
     """Registered as spacy-concept-align.FrozenEncoder.v1: the encoder block of a concept_align config."""
     return FrozenEncoder(name, layer, pooling=pooling, batch_size=batch_size, max_length=max_length,
-                         precision=precision)
+                         precision=precision, extra_layers=extra_layers)
