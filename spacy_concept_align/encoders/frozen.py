@@ -119,8 +119,9 @@ class FrozenEncoder:
 
     name (str): a hub name, a local model directory, or "offline:multilingual-e5-small".
     layer (int): the hidden_states index to read (0 = embeddings); the model is cut after it.
-    pooling (str): "first" subword (the paper's; a bare "▁" first piece is skipped), "mean" or "last"
-        (the natural choice for decoder-only models, whose first piece has not seen the word).
+    pooling (str): "first" subword (the paper's; a bare "▁" first piece is skipped), "mean" of the pieces (the
+        default config's: the endings count too) or "last" (the natural choice for decoder-only models, whose first
+        piece has not seen the word).
     batch_size (int): windows per forward pass (sorted by length).
     max_length (int): window size in pieces; 0 = the model's own limit. Longer sentences are covered by
         overlapping windows and each piece takes its vector from the window where it is most central.
