@@ -306,6 +306,8 @@ def test_encoder_other_than_the_one_trained_with(copy_of, tiny_gpt2_dir):
     with pytest.raises(ValueError, match="vocabulary"):
         spacy.load(copy_of, config={"components": {"concept_align": {"model": {"encoder": {
             "name": str(tiny_gpt2_dir), "pooling": "first"}}}}})
+    with pytest.raises(ValueError, match="extra_layers \\[\\] \\(now \\[1\\]\\)"):
+        spacy.load(copy_of, config={"components": {"concept_align": {"model": {"encoder": {"extra_layers": [1]}}}}})
 
 
 class _Payload:
