@@ -57,7 +57,7 @@ def trained(tiny_bert_dir, train_examples):
     nlp.initialize(get_examples=lambda: train_examples)
     optimizer = nlp.create_optimizer()
     losses = []
-    for _ in range(150):
+    for _ in range(300):
         losses.append(nlp.update(train_examples, sgd=optimizer)["concept_align"])
     return nlp, nlp.evaluate(train_examples), losses
 
