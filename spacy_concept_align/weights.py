@@ -109,10 +109,11 @@ def check_encoder(saved: dict, encoder, source: str) -> None:
 
     saved: a saved component's cfg (its "encoder", "width" and "encoder_vocab" entries)."""
     trained_on = saved.get("encoder", {})
-    now = {"extra_layers": [], **encoder.settings}
-    assumed = {**now, "extra_layers": []}  # what weights trained before a setting existed were trained with
-    problems = [f"{key} {trained_on.get(key, assumed[key])!r} (now {now[key]!r})"
-                for key in ("layer", "pooling", "extra_layers") if trained_on.get(key, assumed[key]) != now[key]]
+    now = encoder.settings
+    # each setting, and what a record without it means (a layer or pooling not recorded: taken as the same)
+    problems = [f"{key} {trained_on.get(key, unset)!r} (now {now.get(key, unset)!r})"
+                for key, unset in (("layer", now["layer"]), ("pooling", now["pooling"]), ("extra_layers", []))
+                if trained_on.get(key, unset) != now.get(key, unset)]
     if saved.get("width") not in (None, encoder.width):
         problems.append(f"{saved['width']}-d vectors (now {encoder.width}-d)")
     if saved.get("encoder_vocab") not in (None, encoder.vocab_size):

@@ -128,7 +128,8 @@ class FrozenEncoder:
     precision (str): "fp32", or "int8" = dynamic quantisation of the linear layers (faster on CPU; see the
         README's speed table for what it costs in accuracy).
     extra_layers (Sequence[int]): lower layers whose vectors are concatenated after layer k's (free: the model
-        computes them anyway). Lower layers keep more of the word's form, which transfers across languages.
+        computes them anyway). Not used by default: layer 4 beside 6 helped the languages near the sources and cost
+        the distant ones (README, levers table).
     """
 
     def __init__(self, name: str, layer: int, pooling: str = "first", batch_size: int = 32, max_length: int = 0,
