@@ -32,7 +32,7 @@ dropout = 0.33
 token_dropout = false
 consistent_labels = true
 joint_weight = 0.3
-confidence_temperatures = [1.5, 1.3]
+confidence_temperatures = [1.5, 1.5]
 projective = true
 word_order_sources = 3
 word_order_weight = 0.3
@@ -57,7 +57,7 @@ DEFAULT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
 def build_tagger_parser(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: int = 32, rel_hidden: int = 384,
                         rel_dim: int = 64, arc_hidden: int = 256, dropout: float = 0.33, token_dropout: bool = False,
                         consistent_labels: bool = True, joint_weight: float = 0.3, arc_context: int = 0,
-                        arc_context_input: int = 0, confidence_temperatures: Sequence[float] = (1.5, 1.3),
+                        arc_context_input: int = 0, confidence_temperatures: Sequence[float] = (1.5, 1.5),
                         relation_table_weight: float = 0.0, arc_batch_size: int = 64,
                         arc_batch_cells: int = 1_000_000, arc_distance: bool = False,
                         projective: bool = True, word_order_sources: int = 3,
