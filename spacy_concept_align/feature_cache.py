@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Union
 
@@ -35,6 +36,8 @@ def extract_features(path: Union[str, Path], encoder: FrozenEncoder, max_sentenc
     if max_sentences:
         sentences = sentences[:max_sentences]
     features = FeatureSet.from_vectors(_encode(encoder, sentences, path.name, progress), sentences, lang)
+    # half precision, as cached: a first run, a rerun and a run without the cache compute the same numbers
+    features = replace(features, words=features.words.astype(np.float16), roots=features.roots.astype(np.float16))
     if use_cache:
         _save(features, target, {"file": str(path), "treebank": treebank, "encoder": encoder.settings,
                                  "sentences": len(sentences)})
@@ -64,7 +67,7 @@ def _save(features: FeatureSet, target: Path, meta: dict) -> None:
     tmp.mkdir(parents=True)
     for name in ARRAYS:
         array = getattr(features, name)
-        np.save(tmp / f"{name}.npy", array.astype(np.float16) if name in ("words", "roots") else array)
+        np.save(tmp / f"{name}.npy", array)
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     shutil.rmtree(target, ignore_errors=True)
     os.replace(tmp, target)
