@@ -218,12 +218,7 @@ def _adapt_language(decoder: ConceptDecoder, support: FeatureSet, lang: str,
             counts.arcs += sources[0]
         priors = counts.priors(weights)
     # Swap the new parts in only now: a failure above leaves the model as it was.
-    decoder.pos.adaptors[lang], decoder.rel.adaptors[lang] = adaptors["pos"], adaptors["rel"]
-    for parts, new in ((decoder.language_arcs, arcs), (decoder.priors, priors)):
-        if new is not None:
-            parts[lang] = new
-        elif lang in parts:
-            del parts[lang]
+    decoder.set_language_parts(lang, (adaptors["pos"], adaptors["rel"], arcs, priors))
     decoder.train(was_training)
     report["seconds"] = time.perf_counter() - start
     return report

@@ -298,6 +298,7 @@ def specialise(
     data_dir: Optional[Path] = typer.Option(None, help="UD data directory (default: $SPACY_CONCEPT_ALIGN_UD or ../shared/ud)."),
     min_sentences: int = typer.Option(100, help="A language needs this many sentences in its train and dev splits."),
     only: List[str] = typer.Option([], help="Only these languages (repeat or comma-separate)."),
+    workers: int = typer.Option(0, help="Languages adapted at once, a process each (0 = one per CPU core, at most 4)."),
 ):
     """Adapt the pipeline to every language with annotated data, on its whole train and dev splits; save it."""
     from .training import specialise as specialise_languages
@@ -305,7 +306,7 @@ def specialise(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     nlp = _load_pipeline(None if pipeline == "default" else Path(pipeline))
     start = time.perf_counter()
-    report = specialise_languages(nlp, data_dir, min_sentences, _split(only) or None)
+    report = specialise_languages(nlp, data_dir, min_sentences, _split(only) or None, workers=workers)
     with atomic_dir(output) as tmp:
         nlp.to_disk(tmp)
     typer.echo(f"{len(report)} languages adapted in {time.perf_counter() - start:.0f} s -> {output}")

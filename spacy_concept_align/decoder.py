@@ -171,6 +171,20 @@ class ConceptDecoder(nn.Module):
         self.pos.add_language(lang)
         self.rel.add_language(lang)
 
+    def language_parts(self, lang: str) -> tuple:
+        """`lang`'s own parts: its UPOS and relation adaptors, its arc scorer and its priors (None where it has none)."""
+        return (self.pos.adaptors[lang], self.rel.adaptors[lang], self.language_arcs[lang] if lang in self.language_arcs
+                else None, self.priors[lang] if lang in self.priors else None)
+
+    def set_language_parts(self, lang: str, parts: tuple) -> None:
+        """Make `parts` (as `language_parts` gives them) `lang`'s own, replacing any it had."""
+        self.pos.adaptors[lang], self.rel.adaptors[lang], arcs, priors = parts
+        for own, new in ((self.language_arcs, arcs), (self.priors, priors)):
+            if new is not None:
+                own[lang] = new
+            elif lang in own:
+                del own[lang]
+
     def set_relation_table(self, features: FeatureSet) -> None:
         """Count how relations go with the tags they join and their direction, in gold-labelled features."""
         table = relation_table(features.upos, features.heads, features.deprels, features.offsets, len(UPOS), len(DEPRELS))

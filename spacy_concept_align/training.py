@@ -12,8 +12,11 @@ The arc scorer is trained in the same loop, on the same episodes.
 import itertools
 import logging
 import math
+import multiprocessing
+import os
 import random
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -220,37 +223,67 @@ def in_language_files(data_dir: Optional[Path] = None, min_sentences: int = 100,
 
 
 def specialise(nlp: Language, data_dir: Optional[Path] = None, min_sentences: int = 100,
-               only: Optional[Sequence[str]] = None, settings=None, progress: bool = True) -> Dict[str, dict]:
+               only: Optional[Sequence[str]] = None, settings=None, progress: bool = True,
+               workers: int = 1) -> Dict[str, dict]:
     """Give every language with annotated data (>= `min_sentences` in its train and dev splits) its own adaptation,
     trained on all of it (train and dev splits): in-language quality where data exists, zero-shot for every other
     language.
 
     Each language's test split (never trained on) is scored after its adaptation, with the language's own parts and
     through the zero-shot path, and recorded in the pipeline's meta ("in_language").
+    workers (int): languages adapted at once, each in its own process with one torch thread (0 = one per CPU core,
+        at most 4). Adaptation is seeded per language, so the result is the same for any number of workers.
     RETURNS (Dict[str, dict]): per language, what it was trained on, seconds, and test scores.
     """
+    pipe = nlp.get_pipe("concept_align")
+    decoder = pipe.decoder
+    jobs = [(lang, pools, test, settings, progress)
+            for lang, (pools, test) in in_language_files(data_dir, min_sentences, only).items()]
+    workers = min(workers or min(len(os.sched_getaffinity(0)), 4), len(jobs))
+    if workers > 1:
+        global _WORKER_PIPE
+        _WORKER_PIPE = pipe  # the workers are forked: each starts from this pipeline, nothing is pickled to them
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            results = list(pool.map(_specialise_in_worker, jobs))
+        _WORKER_PIPE = None
+    else:
+        results = [_specialise_language(pipe, *job) for job in jobs]
+    report = pipe.cfg.setdefault("meta", {}).setdefault("in_language", {})
+    for lang, entry, parts in results:  # in the languages' order, whoever adapted them
+        decoder.set_language_parts(lang, parts)
+        report[lang] = entry
+    pipe._warned_langs.clear()
+    return report
+
+
+_WORKER_PIPE = None
+
+
+def _specialise_in_worker(job: tuple):
+    torch.set_num_threads(1)
+    return _specialise_language(_WORKER_PIPE, *job)
+
+
+def _specialise_language(pipe, lang: str, pools: List[TreebankFile], test: Optional[TreebankFile], settings,
+                         progress: bool) -> Tuple[str, dict, tuple]:
+    """One language's adaptation on its pools, scored on its test split: (lang, report entry, its new parts)."""
     from .adapt import adapt_language
     from .corpus import read_conllu
     from .scoring import conll18_scores
 
-    pipe = nlp.get_pipe("concept_align")
     decoder, encoder = pipe.decoder, pipe.encoder
-    report = pipe.cfg.setdefault("meta", {}).setdefault("in_language", {})
-    for lang, (pools, test) in in_language_files(data_dir, min_sentences, only).items():
-        features = FeatureSet.concat([extract_features(tb.path, encoder, progress=progress) for tb in pools])
-        forms = [word for tb in pools for sentence in read_conllu(tb.path) for word in sentence.words]
-        start = time.perf_counter()
-        adapt_language(decoder, features, lang, settings, forms)
-        entry = {"treebank": pools[0].treebank, "split": "+".join(tb.split for tb in pools), "sentences": len(features),
-                 "words": features.n_words, "seconds": round(time.perf_counter() - start, 1)}
-        if test is not None:
-            gold = extract_features(test.path, encoder, progress=progress)
-            test_forms = [word for sentence in read_conllu(test.path) for word in sentence.words]
-            for key, predicted in (("test", decoder.predict(gold, lang, test_forms)), ("test_zero_shot_path", decoder.predict(gold))):
-                scores = conll18_scores(gold, *predicted)
-                entry[key] = {"upos": round(scores.upos, 2), "uas": round(scores.uas, 2), "las": round(scores.las, 2)}
-        report[lang] = entry
-        logger.info("%s: %s %s (%d sentences) in %.0f s; test %s", lang, entry["treebank"], entry["split"],
-                    len(features), entry["seconds"], entry.get("test", "-"))
-    pipe._warned_langs.clear()
-    return report
+    features = FeatureSet.concat([extract_features(tb.path, encoder, progress=progress) for tb in pools])
+    forms = [word for tb in pools for sentence in read_conllu(tb.path) for word in sentence.words]
+    start = time.perf_counter()
+    adapt_language(decoder, features, lang, settings, forms)
+    entry = {"treebank": pools[0].treebank, "split": "+".join(tb.split for tb in pools), "sentences": len(features),
+             "words": features.n_words, "seconds": round(time.perf_counter() - start, 1)}
+    if test is not None:
+        gold = extract_features(test.path, encoder, progress=progress)
+        test_forms = [word for sentence in read_conllu(test.path) for word in sentence.words]
+        for key, predicted in (("test", decoder.predict(gold, lang, test_forms)), ("test_zero_shot_path", decoder.predict(gold))):
+            scores = conll18_scores(gold, *predicted)
+            entry[key] = {"upos": round(scores.upos, 2), "uas": round(scores.uas, 2), "las": round(scores.las, 2)}
+    logger.info("%s: %s %s (%d sentences) in %.0f s; test %s", lang, entry["treebank"], entry["split"],
+                len(features), entry["seconds"], entry.get("test", "-"))
+    return lang, entry, decoder.language_parts(lang)

@@ -83,17 +83,20 @@ def test_adapt_from_raw_text_then_annotated_sentences(tiny_pipeline_dir, wolof_f
     assert runner.invoke(app, ["adapt", str(tiny_pipeline_dir), "--lang", "wo", "-o", str(tmp_path / "x")]).exit_code
 
 
-@pytest.fixture
-def small_ud_dir(tmp_path):
-    """A UD folder (no MANIFEST) with Wolof train (120 sentences), dev (15) and test (20) splits and a 50-sentence
-    Welsh train split."""
-    root = tmp_path / "ud"
+def ud_dir(root, welsh_sentences: int = 50):
+    """A UD folder (no MANIFEST) with Wolof train (120 sentences), dev (15) and test (20) splits and a Welsh train
+    split."""
     for repo, code, split, n in [("UD_Wolof-WTB", "wo_wtb", "train", 120), ("UD_Wolof-WTB", "wo_wtb", "dev", 15),
-                                 ("UD_Wolof-WTB", "wo_wtb", "test", 20), ("UD_Welsh-CCG", "cy_ccg", "train", 50)]:
+                                 ("UD_Wolof-WTB", "wo_wtb", "test", 20), ("UD_Welsh-CCG", "cy_ccg", "train", welsh_sentences)]:
         blocks = find_treebank(code, split).path.read_text(encoding="utf-8").split("\n\n")[:n]
         (root / repo).mkdir(parents=True, exist_ok=True)
         (root / repo / f"{code}-ud-{split}.conllu").write_text("\n\n".join(blocks) + "\n\n", encoding="utf-8")
     return root
+
+
+@pytest.fixture
+def small_ud_dir(tmp_path):
+    return ud_dir(tmp_path / "ud")
 
 
 def test_specialise_and_languages(tiny_pipeline_dir, small_ud_dir, tmp_path, isolated_cache):
@@ -120,3 +123,19 @@ def test_specialise_and_languages(tiny_pipeline_dir, small_ud_dir, tmp_path, iso
     listing = runner.invoke(app, ["languages", str(out)])
     assert listing.exit_code == 0, listing.output
     assert "wo_wtb" in listing.output and "train+dev 135 sents" in listing.output and "cy" not in listing.output.split("\n")[1]
+
+
+def test_specialise_in_parallel_is_the_same(tiny_pipeline_dir, tmp_path, isolated_cache):
+    """Languages adapted in worker processes give the very pipeline one process gives (adaptation is seeded)."""
+    from spacy_concept_align.training import specialise
+    from spacy_concept_align.weights import decoder_state
+
+    data = ud_dir(tmp_path / "ud", welsh_sentences=110)
+    results = []
+    for workers in (1, 2):
+        nlp = spacy.load(tiny_pipeline_dir)
+        report = specialise(nlp, data, workers=workers, progress=False)
+        scores = {lang: {k: v for k, v in entry.items() if k != "seconds"} for lang, entry in report.items()}
+        results.append((scores, decoder_state(nlp.get_pipe("concept_align").decoder)))
+    assert list(results[0][0]) == ["cy", "wo"] and results[0][0]["wo"]["test"]
+    assert results[0] == results[1]
