@@ -239,13 +239,16 @@ def specialise(nlp: Language, data_dir: Optional[Path] = None, min_sentences: in
     decoder = pipe.decoder
     jobs = [(lang, pools, test, settings, progress)
             for lang, (pools, test) in in_language_files(data_dir, min_sentences, only).items()]
-    workers = min(workers or min(len(os.sched_getaffinity(0)), 4), len(jobs))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(workers or min(cores, 4), len(jobs))
     if workers > 1:
         global _WORKER_PIPE
         _WORKER_PIPE = pipe  # the workers are forked: each starts from this pipeline, nothing is pickled to them
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            results = list(pool.map(_specialise_in_worker, jobs))
-        _WORKER_PIPE = None
+        try:
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+                results = list(pool.map(_specialise_in_worker, jobs))
+        finally:
+            _WORKER_PIPE = None
     else:
         results = [_specialise_language(pipe, *job) for job in jobs]
     report = pipe.cfg.setdefault("meta", {}).setdefault("in_language", {})
