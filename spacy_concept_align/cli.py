@@ -149,23 +149,19 @@ def train(
     data_dir: Optional[Path] = typer.Option(None, help="UD data directory (default: $SPACY_CONCEPT_ALIGN_UD or ../shared/ud)."),
     overrides: List[str] = typer.Option([], "--set", help="Config overrides, e.g. --set training.epochs=2"),
     features_only: bool = typer.Option(False, help="Only extract (cache) the features training will read."),
-    in_language: int = typer.Option(0, help="With --features-only, also those `specialise --min-sentences N` reads "
-                                            "(every language with N train and dev sentences; 0 = not)."),
-    in_language_only: List[str] = typer.Option([], help="... only for these languages (`specialise --only`)."),
 ):
     """Meta-train the aligner and arc scorer across languages, on cached features; save a spaCy pipeline."""
     from confection import Config
     from spacy.util import registry
 
-    from .training import in_language_features, language_lists, meta_train, training_features
+    from .training import language_lists, meta_train, training_features
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = Config().from_disk(config, overrides=dict(_override(item) for item in overrides))
     if features_only:
         encoder = registry.resolve({"encoder": cfg["model"]["encoder"]})["encoder"]
         training_features(language_lists(cfg.interpolate()["languages"]), encoder, data_dir)
-        files = in_language_features(encoder, data_dir, in_language, _split(in_language_only) or None) if in_language else 0
-        typer.echo("features cached" + (f" (and those of {files} in-language files)" if files else ""))
+        typer.echo("features cached")
         return
     nlp, report = meta_train(cfg, data_dir)
     with atomic_dir(output) as tmp:

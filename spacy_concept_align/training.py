@@ -132,17 +132,6 @@ def training_features(langs: dict, encoder: FrozenEncoder, data_dir: Optional[Pa
     return pools, val_pools
 
 
-def in_language_features(encoder: FrozenEncoder, data_dir: Optional[Path] = None, min_sentences: int = 100,
-                         only: Optional[Sequence[str]] = None, progress: bool = True) -> int:
-    """Cache the features of the files `specialise` adapts on and scores (every language with `min_sentences`), so
-    that the encoding is done once, before training; RETURNS how many files."""
-    files = [tb for pools, test in in_language_files(data_dir, min_sentences, only).values()
-             for tb in [*pools, *([test] if test else [])]]
-    for tb in files:
-        extract_features(tb.path, encoder, progress=progress)
-    return len(files)
-
-
 def meta_train(config: Config, data_dir: Optional[Path] = None, progress: bool = True) -> Tuple[Language, dict]:
     """Build and meta-train a concept_align pipeline from a meta-training config (see configs/default.cfg).
 

@@ -139,15 +139,3 @@ def test_specialise_in_parallel_is_the_same(tiny_pipeline_dir, tmp_path, isolate
         results.append((scores, decoder_state(nlp.get_pipe("concept_align").decoder)))
     assert list(results[0][0]) == ["cy", "wo"] and results[0][0]["wo"]["test"]
     assert results[0] == results[1]
-
-
-def test_in_language_features_are_those_specialise_reads(tiny_pipeline_dir, small_ud_dir, isolated_cache):
-    """The project's `features` step caches them, so that `train` spends its time training."""
-    from spacy_concept_align.training import in_language_features
-
-    encoder = spacy.load(tiny_pipeline_dir).get_pipe("concept_align").encoder
-    assert in_language_features(encoder, small_ud_dir, 100, progress=False) == 3
-    cached = sorted(path.name.split("-")[0] + "-" + path.name.split("-")[2]
-                    for path in (isolated_cache / "features" / encoder.fingerprint).iterdir())
-    assert cached == ["wo_wtb-dev", "wo_wtb-test", "wo_wtb-train"]  # Welsh: too few sentences, never adapted
-    assert in_language_features(encoder, small_ud_dir, 100, only=["cy"], progress=False) == 0

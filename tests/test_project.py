@@ -29,7 +29,7 @@ MINI = {
     "vars.analyze_langs": "en,de,tl",
     "vars.analyze_layers": "6",
     "vars.analyze_sentences": 30,
-    "vars.in_language_langs": "mr",
+    "vars.specialise_args": "--only mr",
     "vars.package_name": "concept_align_mini",
 }
 
