@@ -116,7 +116,8 @@ def test_specialise_and_languages(tiny_pipeline_dir, small_ud_dir, tmp_path, iso
     gold = extract_features(test_file, pipe.encoder, use_cache=False, progress=False)
     forms = [w for s in read_conllu(test_file) for w in s.words]
     base = spacy.load(tiny_pipeline_dir).get_pipe("concept_align").decoder
-    rounded = lambda s: {"upos": round(s.upos, 2), "uas": round(s.uas, 2), "las": round(s.las, 2)}  # noqa: E731
+    # (approx: cfg.json is read back by srsly's ujson, which parses some decimals one unit in the last place off)
+    rounded = lambda s: pytest.approx({"upos": round(s.upos, 2), "uas": round(s.uas, 2), "las": round(s.las, 2)})  # noqa: E731
     assert entry["test"] == rounded(conll18_scores(gold, *pipe.decoder.predict(gold, "wo", forms)))
     assert entry["test_zero_shot_path"] == rounded(conll18_scores(gold, *base.predict(gold)))
     assert "wo" in pipe.decoder.priors and pipe.decoder.language_arcs["wo"].context is not None
