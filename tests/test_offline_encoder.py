@@ -212,9 +212,9 @@ def test_special_tokens(tokenizer):
 @pytest.mark.slow
 def test_tokenizer_config_names_the_added_tokens(offline_encoder_dir):
     """As transformers writes it: without them it parses the 17 MB tokenizer.json a second time at every load."""
-    tokenizer_json = (offline_encoder_dir / "tokenizer.json").read_bytes()
-    assert (offline_encoder_dir / "tokenizer_config.json").read_text() == offline.tokenizer_config(tokenizer_json)
-    named = json.loads(offline.tokenizer_config(tokenizer_json))["added_tokens_decoder"]
+    config = offline.tokenizer_config((offline_encoder_dir / "tokenizer.json").read_bytes())
+    assert (offline_encoder_dir / "tokenizer_config.json").read_text() == config
+    named = json.loads(config)["added_tokens_decoder"]
     assert {int(i): token["content"] for i, token in named.items()} == {
         0: "<s>", 1: "<pad>", 2: "</s>", 3: "<unk>", 250001: "<mask>"}
     assert all(token["special"] and not token["normalized"] for token in named.values())

