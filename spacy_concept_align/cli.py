@@ -10,7 +10,7 @@ import numpy as np
 import typer
 
 from .encoders.offline import OFFLINE_NAME
-from .paths import atomic_dir
+from .paths import atomic_dir, write_atomic
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 encoder_app = typer.Typer(no_args_is_help=True, help="The offline default encoder (multilingual-e5-small).")
@@ -317,12 +317,13 @@ def languages(
     pipeline: Optional[Path] = typer.Argument(None, help="A saved pipeline; default: the shipped default."),
     markdown: bool = typer.Option(False, help="Print the in-language results table (README) instead."),
     zero_shot: Optional[Path] = typer.Option(None, help="results.json of a leave-out `evaluate` run, for --markdown."),
+    scores: Optional[Path] = typer.Option(None, help="in_language.json of `evaluate --in-language`: test scores."),
 ):
     """What the pipeline knows: languages with in-language adaptations (training size, test score) vs zero-shot."""
     nlp = _load_pipeline(pipeline)
     pipe = nlp.get_pipe("concept_align")
     meta = pipe.cfg.get("meta", {})
-    known = meta.get("in_language", {})
+    known = dict(meta.get("in_language", {}), **(json.loads(scores.read_text()) if scores else {}))
     from .research.evaluation import format_scores, in_language_table
 
     if markdown:
@@ -349,14 +350,27 @@ def evaluate(
     spacy_baseline: Optional[Path] = typer.Option(None, help="A pipeline from the `baseline` command, scored too."),
     unlabeled: bool = typer.Option(False, help="Also score the pipeline adapted to each test set's own words, "
                                                "without their labels (transductive raw-text adaptation)."),
+    in_language: bool = typer.Option(False, help="Instead: each language the pipeline was specialised on, on its "
+                                                 "treebank's test split (in_language.json / .md)."),
+    workers: int = typer.Option(0, help="--in-language: languages scored at once (0 = one per CPU core, at most 4)."),
 ):
-    """Zero-shot UPOS / UAS / LAS on the test split of every language the pipeline was not trained on."""
+    """Zero-shot UPOS / UAS / LAS on the test split of every language the pipeline was not trained on (or, with
+    --in-language, of every language it was specialised on)."""
     import spacy
 
     from .research.evaluation import evaluate as run_evaluation
-    from .research.evaluation import markdown_table, summary, write_report
+    from .research.evaluation import in_language_scores, in_language_table, markdown_table, summary, write_report
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if in_language:
+        start = time.perf_counter()
+        scores = in_language_scores(_load_pipeline(pipeline), data_dir, _split(only) or None, workers)
+        table = in_language_table(scores)
+        write_atomic(output / "in_language.json", [json.dumps(scores, indent=2).encode()])
+        write_atomic(output / "in_language.md", [(table + "\n").encode()])
+        typer.echo(table)
+        typer.echo(f"{len(scores)} languages in {time.perf_counter() - start:.0f} s -> {output}/in_language.md")
+        return
     result = run_evaluation(_load_pipeline(pipeline), data_dir, _split(only) or None, baselines,
                             spacy_baseline=spacy.load(spacy_baseline) if spacy_baseline else None,
                             unlabeled=unlabeled)

@@ -227,66 +227,62 @@ def specialise(nlp: Language, data_dir: Optional[Path] = None, min_sentences: in
                workers: int = 1) -> Dict[str, dict]:
     """Give every language with annotated data (>= `min_sentences` in its train and dev splits) its own adaptation,
     trained on all of it (train and dev splits): in-language quality where data exists, zero-shot for every other
-    language.
+    language. No test split is read here: `evaluate --in-language` scores the adaptations on them.
 
-    Each language's test split (never trained on) is scored after its adaptation, with the language's own parts and
-    through the zero-shot path, and recorded in the pipeline's meta ("in_language").
     workers (int): languages adapted at once, each in its own process with one torch thread (0 = one per CPU core,
         at most 4). Adaptation is seeded per language, so the result is the same for any number of workers.
-    RETURNS (Dict[str, dict]): per language, what it was trained on, seconds, and test scores.
+    RETURNS (Dict[str, dict]): per language, what it was trained on and seconds (also in the pipeline's meta,
+        "in_language").
     """
     pipe = nlp.get_pipe("concept_align")
-    decoder = pipe.decoder
-    jobs = [(lang, pools, test, settings, progress)
-            for lang, (pools, test) in in_language_files(data_dir, min_sentences, only).items()]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    workers = min(workers or min(cores, 4), len(jobs))
-    if workers > 1:
-        global _WORKER_PIPE
-        _WORKER_PIPE = pipe  # the workers are forked: each starts from this pipeline, nothing is pickled to them
-        try:
-            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-                results = list(pool.map(_specialise_in_worker, jobs))
-        finally:
-            _WORKER_PIPE = None
-    else:
-        results = [_specialise_language(pipe, *job) for job in jobs]
+    jobs = [(lang, pools, settings, progress) for lang, (pools, _) in in_language_files(data_dir, min_sentences, only).items()]
+    results = per_language(pipe, _specialise_language, jobs, workers, cost=lambda job: sum(tb.sentences for tb in job[1]))
     report = pipe.cfg.setdefault("meta", {}).setdefault("in_language", {})
-    for lang, entry, parts in results:  # in the languages' order, whoever adapted them
-        decoder.set_language_parts(lang, parts)
+    for lang, entry, parts in results:
+        pipe.decoder.set_language_parts(lang, parts)
         report[lang] = entry
     pipe._warned_langs.clear()
     return report
 
 
+def per_language(pipe, function, jobs: List[tuple], workers: int = 1, cost=None) -> list:
+    """`function(pipe, *job)` for every job, in the jobs' order: here, or in `workers` forked processes (one torch
+    thread each; 0 = one per CPU core, at most 4) that start from this pipeline, nothing pickled to them. The
+    costliest jobs (by `cost`) start first, so no worker is left with a long one at the end."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(workers or min(cores, 4), len(jobs))
+    if workers <= 1:
+        return [function(pipe, *job) for job in jobs]
+    global _WORKER_PIPE
+    _WORKER_PIPE = pipe
+    order = sorted(range(len(jobs)), key=lambda i: -cost(jobs[i])) if cost else range(len(jobs))
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = {i: pool.submit(_in_worker, function, jobs[i]) for i in order}
+            return [futures[i].result() for i in range(len(jobs))]
+    finally:
+        _WORKER_PIPE = None
+
+
 _WORKER_PIPE = None
 
 
-def _specialise_in_worker(job: tuple):
+def _in_worker(function, job: tuple):
     torch.set_num_threads(1)
-    return _specialise_language(_WORKER_PIPE, *job)
+    return function(_WORKER_PIPE, *job)
 
 
-def _specialise_language(pipe, lang: str, pools: List[TreebankFile], test: Optional[TreebankFile], settings,
-                         progress: bool) -> Tuple[str, dict, tuple]:
-    """One language's adaptation on its pools, scored on its test split: (lang, report entry, its new parts)."""
+def _specialise_language(pipe, lang: str, pools: List[TreebankFile], settings, progress: bool) -> Tuple[str, dict, tuple]:
+    """One language's adaptation on its pools: (lang, report entry, its new parts)."""
     from .adapt import adapt_language
     from .corpus import read_conllu
-    from .scoring import conll18_scores
 
-    decoder, encoder = pipe.decoder, pipe.encoder
-    features = FeatureSet.concat([extract_features(tb.path, encoder, progress=progress) for tb in pools])
+    features = FeatureSet.concat([extract_features(tb.path, pipe.encoder, progress=progress) for tb in pools])
     forms = [word for tb in pools for sentence in read_conllu(tb.path) for word in sentence.words]
     start = time.perf_counter()
-    adapt_language(decoder, features, lang, settings, forms)
+    adapt_language(pipe.decoder, features, lang, settings, forms)
     entry = {"treebank": pools[0].treebank, "split": "+".join(tb.split for tb in pools), "sentences": len(features),
              "words": features.n_words, "seconds": round(time.perf_counter() - start, 1)}
-    if test is not None:
-        gold = extract_features(test.path, encoder, progress=progress)
-        test_forms = [word for sentence in read_conllu(test.path) for word in sentence.words]
-        for key, predicted in (("test", decoder.predict(gold, lang, test_forms)), ("test_zero_shot_path", decoder.predict(gold))):
-            scores = conll18_scores(gold, *predicted)
-            entry[key] = {"upos": round(scores.upos, 2), "uas": round(scores.uas, 2), "las": round(scores.las, 2)}
-    logger.info("%s: %s %s (%d sentences) in %.0f s; test %s", lang, entry["treebank"], entry["split"],
-                len(features), entry["seconds"], entry.get("test", "-"))
-    return lang, entry, decoder.language_parts(lang)
+    logger.info("%s: %s %s (%d sentences) in %.0f s", lang, entry["treebank"], entry["split"], len(features),
+                entry["seconds"])
+    return lang, entry, pipe.decoder.language_parts(lang)

@@ -1,4 +1,6 @@
 """The command line: --help everywhere, and tag / adapt / convert on real UD files with a small saved pipeline."""
+import json
+
 import pytest
 import spacy
 from typer.testing import CliRunner
@@ -107,8 +109,13 @@ def test_specialise_and_languages(tiny_pipeline_dir, small_ud_dir, tmp_path, iso
     assert pipe.languages == ["wo"]  # Welsh has too few sentences: zero-shot
     entry = pipe.cfg["meta"]["in_language"]["wo"]
     assert (entry["split"], entry["sentences"]) == ("train+dev", 135)  # never the test split
-    # The recorded test scores are the saved pipeline's on the Wolof test split: with its adaptation, and through
-    # the zero-shot path, which is still the unspecialised pipeline's.
+    assert "test" not in entry  # training reads no test split: `evaluate --in-language` scores it
+    result = runner.invoke(app, ["evaluate", str(out), "--in-language", "--data-dir", str(small_ud_dir), "-o", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    scored = json.loads((tmp_path / "m" / "in_language.json").read_text())
+    assert list(scored) == ["wo"] and scored["wo"]["split"] == "train+dev"
+    # The scores are the saved pipeline's on the Wolof test split: with its adaptation, and through the zero-shot
+    # path, which is still the unspecialised pipeline's.
     from spacy_concept_align.feature_cache import extract_features
     from spacy_concept_align.scoring import conll18_scores
 
@@ -116,14 +123,15 @@ def test_specialise_and_languages(tiny_pipeline_dir, small_ud_dir, tmp_path, iso
     gold = extract_features(test_file, pipe.encoder, use_cache=False, progress=False)
     forms = [w for s in read_conllu(test_file) for w in s.words]
     base = spacy.load(tiny_pipeline_dir).get_pipe("concept_align").decoder
-    # (approx: cfg.json is read back by srsly's ujson, which parses some decimals one unit in the last place off)
     rounded = lambda s: pytest.approx({"upos": round(s.upos, 2), "uas": round(s.uas, 2), "las": round(s.las, 2)})  # noqa: E731
-    assert entry["test"] == rounded(conll18_scores(gold, *pipe.decoder.predict(gold, "wo", forms)))
-    assert entry["test_zero_shot_path"] == rounded(conll18_scores(gold, *base.predict(gold)))
+    assert scored["wo"]["test"] == rounded(conll18_scores(gold, *pipe.decoder.predict(gold, "wo", forms)))
+    assert scored["wo"]["test_zero_shot_path"] == rounded(conll18_scores(gold, *base.predict(gold)))
+    assert "| wo (wo_wtb) | train+dev (135) |" in (tmp_path / "m" / "in_language.md").read_text()
     assert "wo" in pipe.decoder.priors and pipe.decoder.language_arcs["wo"].context is not None
-    listing = runner.invoke(app, ["languages", str(out)])
+    listing = runner.invoke(app, ["languages", str(out), "--scores", str(tmp_path / "m" / "in_language.json")])
     assert listing.exit_code == 0, listing.output
     assert "wo_wtb" in listing.output and "train+dev 135 sents" in listing.output and "cy" not in listing.output.split("\n")[1]
+    assert f"{scored['wo']['test']['upos']:.1f} / " in listing.output.split("\n")[1]
 
 
 def test_specialise_in_parallel_is_the_same(tiny_pipeline_dir, tmp_path, isolated_cache):
@@ -138,5 +146,5 @@ def test_specialise_in_parallel_is_the_same(tiny_pipeline_dir, tmp_path, isolate
         report = specialise(nlp, data, workers=workers, progress=False)
         scores = {lang: {k: v for k, v in entry.items() if k != "seconds"} for lang, entry in report.items()}
         results.append((scores, decoder_state(nlp.get_pipe("concept_align").decoder)))
-    assert list(results[0][0]) == ["cy", "wo"] and results[0][0]["wo"]["test"]
+    assert list(results[0][0]) == ["cy", "wo"] and results[0][0]["wo"]["sentences"] == 135
     assert results[0] == results[1]

@@ -44,12 +44,14 @@ def test_project_workflow_in_miniature(tmp_path, offline_encoder_dir):
     shutil.copytree(ROOT / "configs", project / "configs")
     data_dir = os.environ.get("SPACY_CONCEPT_ALIGN_UD") or str(ROOT.parent / "shared" / "ud")
     overrides = dict(MINI, **{"vars.data_dir": data_dir})
-    for step in ("features", "train", "evaluate", "analyze", "package"):
+    for step in ("features", "train", "evaluate", "evaluate-languages", "analyze", "package"):
         project_run(project, step, overrides=overrides, capture=True)
 
     report = json.loads((project / "training/mini/training_report.json").read_text())
     languages = json.loads((project / "training/mini_languages/concept_align/cfg.json").read_text())
     assert list(languages["meta"]["in_language"]) == ["mr"]
+    in_language = json.loads((project / "metrics/mini_languages/in_language.json").read_text())
+    assert list(in_language) == ["mr"] and 0 < in_language["mr"]["test"]["upos"] <= 100
     assert report["steps"] == 2 * 3 * 4
     results = json.loads((project / "metrics/mini/results.json").read_text())
     assert [row["treebank"] for row in results["rows"]] == ["tl_trg", "wo_wtb"]

@@ -174,6 +174,33 @@ def evaluate(nlp, data_dir: Optional[Path] = None, only: Optional[Sequence[str]]
             "encoder": pipe.cfg["encoder"], "seconds": time.perf_counter() - start}
 
 
+def in_language_scores(nlp, data_dir: Optional[Path] = None, only: Optional[Sequence[str]] = None,
+                       workers: int = 1, progress: bool = True) -> Dict[str, dict]:
+    """Per language the pipeline was specialised on (its meta's "in_language"): UPOS / UAS / LAS on the test split
+    of the treebank it was trained on, with its own parts ("test") and through the zero-shot path
+    ("test_zero_shot_path"); languages whose treebank has no test split are left out. workers: as `specialise`'s."""
+    from ..training import per_language
+
+    pipe = nlp.get_pipe("concept_align")
+    trained = pipe.cfg.get("meta", {}).get("in_language", {})
+    tests = {tb.treebank: tb for tb in list_treebanks(data_dir, "test")}
+    jobs = [(lang, tests[entry["treebank"]], progress) for lang, entry in sorted(trained.items())
+            if entry["treebank"] in tests and (not only or lang in only or entry["treebank"] in only)]
+    scored = per_language(pipe, _score_in_language, jobs, workers, cost=lambda job: job[1].sentences)
+    return {lang: dict(trained[lang], **scores) for (lang, _, _), scores in zip(jobs, scored)}
+
+
+def _score_in_language(pipe, lang: str, test: TreebankFile, progress: bool) -> Dict[str, dict]:
+    gold = extract_features(test.path, pipe.encoder, progress=progress)
+    forms = [word for sentence in read_conllu(test.path) for word in sentence.words]
+    scores = {}
+    for key, predicted in (("test", pipe.decoder.predict(gold, lang, forms)), ("test_zero_shot_path", pipe.decoder.predict(gold))):
+        result = conll18_scores(gold, *predicted)
+        scores[key] = {"upos": round(result.upos, 2), "uas": round(result.uas, 2), "las": round(result.las, 2)}
+    logger.info("%s: %s test %s", lang, test.treebank, scores["test"])
+    return scores
+
+
 def calibration(correct: np.ndarray, confidence: np.ndarray, bins: int = 10) -> dict:
     """How well `token._.concept_confidence` (P(tag) x P(head)) predicts that tag and head are both right:
     expected calibration error over equal-width bins, the mean confidence against the accuracy (what
