@@ -188,6 +188,8 @@ def _override(item: str):
 def ship_default(
     pipeline: Path = typer.Argument(..., help="A trained pipeline directory (training/default)."),
     to: Path = typer.Option(Path("spacy_concept_align/data/default"), help="The source tree's default-weights folder."),
+    scores: Optional[Path] = typer.Option(None, help="in_language.json of `evaluate --in-language`: its test scores "
+                                                     "are recorded with the languages (`languages` shows them)."),
 ):
     """Make a trained pipeline's concept_align weights the default of nlp.add_pipe("concept_align"): written into
     the source tree (run from the project's root), which the next build or editable install ships."""
@@ -200,8 +202,14 @@ def ship_default(
     if not to.parent.is_dir() or "site-packages" in to.resolve().parts:
         raise typer.BadParameter(f"{to}: not a source checkout's spacy_concept_align/data (run from the project root)")
     source = pipeline / "concept_align"
+    cfg = json.loads((source / "cfg.json").read_text())
+    if scores:
+        from .research.evaluation import with_test_scores
+
+        meta = cfg.setdefault("meta", {})
+        meta["in_language"] = with_test_scores(meta.get("in_language", {}), json.loads(scores.read_text()))
     with atomic_dir(to) as tmp:
-        shutil.copyfile(source / "cfg.json", tmp / "cfg.json")
+        (tmp / "cfg.json").write_text(json.dumps(cfg, indent=2))
         if (source / PRIORS_FILE).exists():
             shutil.copyfile(source / PRIORS_FILE, tmp / PRIORS_FILE)
         # Shipped in half precision (half the size; loading casts back to float32).
@@ -323,8 +331,11 @@ def languages(
     nlp = _load_pipeline(pipeline)
     pipe = nlp.get_pipe("concept_align")
     meta = pipe.cfg.get("meta", {})
-    known = dict(meta.get("in_language", {}), **(json.loads(scores.read_text()) if scores else {}))
-    from .research.evaluation import format_scores, in_language_table
+    from .research.evaluation import format_scores, in_language_table, with_test_scores
+
+    known = meta.get("in_language", {})
+    if scores:
+        known = with_test_scores(known, json.loads(scores.read_text()))
 
     if markdown:
         typer.echo(in_language_table(known, json.loads(zero_shot.read_text()) if zero_shot else None))

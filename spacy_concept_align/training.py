@@ -19,7 +19,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import spacy
@@ -201,10 +201,9 @@ def _with_total_steps(block: dict, steps: int) -> dict:
 
 
 def in_language_files(data_dir: Optional[Path] = None, min_sentences: int = 100,
-                      only: Optional[Sequence[str]] = None) -> Dict[str, Tuple[List[TreebankFile], Optional[TreebankFile]]]:
+                      only: Optional[Sequence[str]] = None) -> Dict[str, List[TreebankFile]]:
     """Per language with enough annotated data: the files it is specialised on (the treebank with the largest train
-    split, else the largest dev split; its train and dev splits both where it has both; never a test split) and the
-    test split of the same treebank, if there is one."""
+    split, else the largest dev split; its train and dev splits both where it has both; never a test split)."""
     files = list_treebanks(data_dir)
     result = {}
     for lang in sorted({tb.lang for tb in files}):
@@ -216,9 +215,8 @@ def in_language_files(data_dir: Optional[Path] = None, min_sentences: int = 100,
             continue
         same = {tb.split: tb for tb in files if tb.treebank == pool.treebank}
         pools = [same[split] for split in ("train", "dev") if split in same]
-        if sum(tb.sentences for tb in pools) < min_sentences:
-            continue
-        result[lang] = (pools, same.get("test"))
+        if sum(tb.sentences for tb in pools) >= min_sentences:
+            result[lang] = pools
     return result
 
 
@@ -235,8 +233,10 @@ def specialise(nlp: Language, data_dir: Optional[Path] = None, min_sentences: in
         "in_language").
     """
     pipe = nlp.get_pipe("concept_align")
-    jobs = [(lang, pools, settings, progress) for lang, (pools, _) in in_language_files(data_dir, min_sentences, only).items()]
-    results = per_language(pipe, _specialise_language, jobs, workers, cost=lambda job: sum(tb.sentences for tb in job[1]))
+    files = in_language_files(data_dir, min_sentences, only)
+    jobs = [(lang, pools, settings, progress) for lang, pools in files.items()]
+    results = per_language(pipe, _specialise_language, jobs, workers,
+                           cost=lambda job: sum(tb.sentences for tb in job[1]))
     report = pipe.cfg.setdefault("meta", {}).setdefault("in_language", {})
     for lang, entry, parts in results:
         pipe.decoder.set_language_parts(lang, parts)
@@ -245,7 +245,8 @@ def specialise(nlp: Language, data_dir: Optional[Path] = None, min_sentences: in
     return report
 
 
-def per_language(pipe, function, jobs: List[tuple], workers: int = 1, cost=None) -> list:
+def per_language(pipe, function: Callable, jobs: List[tuple], workers: int = 1,
+                 cost: Optional[Callable[[tuple], float]] = None) -> list:
     """`function(pipe, *job)` for every job, in the jobs' order: here, or in `workers` forked processes (one torch
     thread each; 0 = one per CPU core, at most 4) that start from this pipeline, nothing pickled to them. The
     costliest jobs (by `cost`) start first, so no worker is left with a long one at the end."""
@@ -253,26 +254,30 @@ def per_language(pipe, function, jobs: List[tuple], workers: int = 1, cost=None)
     workers = min(workers or min(cores, 4), len(jobs))
     if workers <= 1:
         return [function(pipe, *job) for job in jobs]
+    order = sorted(range(len(jobs)), key=lambda i: -cost(jobs[i]) if cost else 0)
     global _WORKER_PIPE
-    _WORKER_PIPE = pipe
-    order = sorted(range(len(jobs)), key=lambda i: -cost(jobs[i])) if cost else range(len(jobs))
-    try:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        try:
+            _WORKER_PIPE = pipe
             futures = {i: pool.submit(_in_worker, function, jobs[i]) for i in order}
             return [futures[i].result() for i in range(len(jobs))]
-    finally:
-        _WORKER_PIPE = None
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # one failure: the queued jobs are not run
+            raise
+        finally:
+            _WORKER_PIPE = None
 
 
 _WORKER_PIPE = None
 
 
-def _in_worker(function, job: tuple):
+def _in_worker(function: Callable, job: tuple):
     torch.set_num_threads(1)
     return function(_WORKER_PIPE, *job)
 
 
-def _specialise_language(pipe, lang: str, pools: List[TreebankFile], settings, progress: bool) -> Tuple[str, dict, tuple]:
+def _specialise_language(pipe, lang: str, pools: List[TreebankFile], settings,
+                         progress: bool) -> Tuple[str, dict, tuple]:
     """One language's adaptation on its pools: (lang, report entry, its new parts)."""
     from .adapt import adapt_language
     from .corpus import read_conllu

@@ -86,10 +86,11 @@ def test_adapt_from_raw_text_then_annotated_sentences(tiny_pipeline_dir, wolof_f
 
 
 def ud_dir(root, welsh_sentences: int = 50):
-    """A UD folder (no MANIFEST) with Wolof train (120 sentences), dev (15) and test (20) splits and a Welsh train
-    split."""
+    """A UD folder (no MANIFEST) with Wolof train (120 sentences), dev (15) and test (20) splits and Welsh train and
+    test (10) splits."""
     for repo, code, split, n in [("UD_Wolof-WTB", "wo_wtb", "train", 120), ("UD_Wolof-WTB", "wo_wtb", "dev", 15),
-                                 ("UD_Wolof-WTB", "wo_wtb", "test", 20), ("UD_Welsh-CCG", "cy_ccg", "train", welsh_sentences)]:
+                                 ("UD_Wolof-WTB", "wo_wtb", "test", 20), ("UD_Welsh-CCG", "cy_ccg", "train", welsh_sentences),
+                                 ("UD_Welsh-CCG", "cy_ccg", "test", 10)]:
         blocks = find_treebank(code, split).path.read_text(encoding="utf-8").split("\n\n")[:n]
         (root / repo).mkdir(parents=True, exist_ok=True)
         (root / repo / f"{code}-ud-{split}.conllu").write_text("\n\n".join(blocks) + "\n\n", encoding="utf-8")
@@ -123,6 +124,7 @@ def test_specialise_and_languages(tiny_pipeline_dir, small_ud_dir, tmp_path, iso
     gold = extract_features(test_file, pipe.encoder, use_cache=False, progress=False)
     forms = [w for s in read_conllu(test_file) for w in s.words]
     base = spacy.load(tiny_pipeline_dir).get_pipe("concept_align").decoder
+    # (approx: JSON read back by srsly's ujson parses some decimals one unit in the last place off)
     rounded = lambda s: pytest.approx({"upos": round(s.upos, 2), "uas": round(s.uas, 2), "las": round(s.las, 2)})  # noqa: E731
     assert scored["wo"]["test"] == rounded(conll18_scores(gold, *pipe.decoder.predict(gold, "wo", forms)))
     assert scored["wo"]["test_zero_shot_path"] == rounded(conll18_scores(gold, *base.predict(gold)))
@@ -132,10 +134,20 @@ def test_specialise_and_languages(tiny_pipeline_dir, small_ud_dir, tmp_path, iso
     assert listing.exit_code == 0, listing.output
     assert "wo_wtb" in listing.output and "train+dev 135 sents" in listing.output and "cy" not in listing.output.split("\n")[1]
     assert f"{scored['wo']['test']['upos']:.1f} / " in listing.output.split("\n")[1]
+    # ship-default records the scores with the languages it ships
+    (tmp_path / "src").mkdir()
+    shipped = runner.invoke(app, ["ship-default", str(out), "--to", str(tmp_path / "src" / "default"),
+                                  "--scores", str(tmp_path / "m" / "in_language.json")])
+    assert shipped.exit_code == 0, shipped.output
+    meta = json.loads((tmp_path / "src" / "default" / "cfg.json").read_text())["meta"]
+    assert meta["in_language"]["wo"] == dict(entry, test=scored["wo"]["test"],
+                                             test_zero_shot_path=scored["wo"]["test_zero_shot_path"])
 
 
 def test_specialise_in_parallel_is_the_same(tiny_pipeline_dir, tmp_path, isolated_cache):
-    """Languages adapted in worker processes give the very pipeline one process gives (adaptation is seeded)."""
+    """Languages adapted (and scored) in worker processes give the very pipeline (and scores) one process gives:
+    adaptation is seeded."""
+    from spacy_concept_align.research.evaluation import in_language_scores
     from spacy_concept_align.training import specialise
     from spacy_concept_align.weights import decoder_state
 
@@ -144,7 +156,10 @@ def test_specialise_in_parallel_is_the_same(tiny_pipeline_dir, tmp_path, isolate
     for workers in (1, 2):
         nlp = spacy.load(tiny_pipeline_dir)
         report = specialise(nlp, data, workers=workers, progress=False)
-        scores = {lang: {k: v for k, v in entry.items() if k != "seconds"} for lang, entry in report.items()}
-        results.append((scores, decoder_state(nlp.get_pipe("concept_align").decoder)))
+        entries = {lang: {k: v for k, v in entry.items() if k != "seconds"} for lang, entry in report.items()}
+        scores = {lang: (entry["test"], entry["test_zero_shot_path"])
+                  for lang, entry in in_language_scores(nlp, data, workers=workers, progress=False).items()}
+        results.append((entries, scores, decoder_state(nlp.get_pipe("concept_align").decoder)))
     assert list(results[0][0]) == ["cy", "wo"] and results[0][0]["wo"]["sentences"] == 135
+    assert list(results[0][1]) == ["cy", "wo"]
     assert results[0] == results[1]

@@ -190,11 +190,21 @@ def in_language_scores(nlp, data_dir: Optional[Path] = None, only: Optional[Sequ
     return {lang: dict(trained[lang], **scores) for (lang, _, _), scores in zip(jobs, scored)}
 
 
+def with_test_scores(in_language: Dict[str, dict], scored: Dict[str, dict]) -> Dict[str, dict]:
+    """A pipeline's in-language record with the test scores of `in_language_scores` added: for the languages it was
+    specialised on only, and nothing else taken from the scores (they may come from another run's file)."""
+    keys = ("test", "test_zero_shot_path")
+    return {lang: dict(entry, **{k: scored[lang][k] for k in keys if k in scored.get(lang, {})})
+            for lang, entry in in_language.items()}
+
+
 def _score_in_language(pipe, lang: str, test: TreebankFile, progress: bool) -> Dict[str, dict]:
+    """One language's test split, with its own parts and through the zero-shot path (rounded as reported)."""
     gold = extract_features(test.path, pipe.encoder, progress=progress)
     forms = [word for sentence in read_conllu(test.path) for word in sentence.words]
     scores = {}
-    for key, predicted in (("test", pipe.decoder.predict(gold, lang, forms)), ("test_zero_shot_path", pipe.decoder.predict(gold))):
+    for key, predicted in (("test", pipe.decoder.predict(gold, lang, forms)),
+                           ("test_zero_shot_path", pipe.decoder.predict(gold))):
         result = conll18_scores(gold, *predicted)
         scores[key] = {"upos": round(result.upos, 2), "uas": round(result.uas, 2), "las": round(result.las, 2)}
     logger.info("%s: %s test %s", lang, test.treebank, scores["test"])
