@@ -39,6 +39,7 @@ word_order_weight = 0.3
 word_order_relation_weight = 0.25
 tag_parser_weight = 0.3
 unnamed_tag_parser_weight = 0.15
+source_tagger_weight = 0.3
 
 [model.encoder]
 @architectures = "spacy-concept-align.FrozenEncoder.v1"
@@ -62,7 +63,8 @@ def build_tagger_parser(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: 
                         arc_batch_cells: int = 1_000_000, arc_distance: bool = False,
                         projective: bool = True, word_order_sources: int = 3,
                         word_order_weight: float = 0.3, word_order_relation_weight: float = 0.25,
-                        tag_parser_weight: float = 0.3, unnamed_tag_parser_weight: float = 0.15) -> Model:
+                        tag_parser_weight: float = 0.3, unnamed_tag_parser_weight: float = 0.15,
+                        source_tagger_weight: float = 0.3) -> Model:
     """UPOS, heads and relations of sentences in any language, from frozen word vectors.
 
     encoder (FrozenEncoder): where word vectors come from (spacy-concept-align.FrozenEncoder.v1).
@@ -88,6 +90,8 @@ def build_tagger_parser(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: 
         (tag_parser.py), at this weight; unnamed_tag_parser_weight: a language not named (or of unknown typology),
         with the meta-training languages' mean typology, at this weight (both 0 = no tag parser; 0.15 is worth +0.55 UAS
         / +0.4 LAS on the 30 unseen languages, for about 2% of words/s).
+    source_tagger_weight (float): a language named but never seen also gets the mean UPOS log-probabilities of the
+        same nearest meta-training languages' own linear taggers, at this weight (0 = not used).
     arc_batch_size, arc_batch_cells (int): at most this many sentences / padded (dependent, head) scores per batch
         of the arc scorer at prediction (memory).
     RETURNS (Model[Sentences, Any]): predict -> (upos, heads, deprels, confidence); begin_update -> decoder.Scores.
@@ -100,7 +104,8 @@ def build_tagger_parser(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: 
                     arc_batch_cells=arc_batch_cells, arc_distance=arc_distance,
                     projective=projective, word_order_sources=word_order_sources,
                     word_order_weight=word_order_weight, word_order_relation_weight=word_order_relation_weight,
-                    tag_parser_weight=tag_parser_weight, unnamed_tag_parser_weight=unnamed_tag_parser_weight)
+                    tag_parser_weight=tag_parser_weight, unnamed_tag_parser_weight=unnamed_tag_parser_weight,
+                    source_tagger_weight=source_tagger_weight)
     return chain(word_vectors(encoder), concept_decoder(settings))
 
 

@@ -151,7 +151,7 @@ def meta_train(config: Config, data_dir: Optional[Path] = None, progress: bool =
 
     decoder.set_prototypes(FeatureSet.concat([pools[lang] for lang in langs["source"]]), int(train["min_count"]))
     decoder.set_relation_table(FeatureSet.concat(list(pools.values())))  # used if model.relation_table_weight > 0
-    decoder.set_source_word_order(pools)  # for languages named but never seen (model.word_order_weight)
+    decoder.set_sources(pools)  # for languages named but never seen (model.word_order_weight, source_tagger_weight)
     if decoder.arcs.tags is not None:
         decoder.fit_tag_parser(pools)  # ... and their heads from tags (model.tag_parser_weight)
     sampler = EpisodeSampler(pools, EpisodeSettings(train["n_support"], train["n_query"],

@@ -66,6 +66,7 @@ def load_decoder_state(decoder: ConceptDecoder, structure: dict, weights: bytes,
     tensors.setdefault("source_arc_tables", decoder.source_arc_tables[:0])
     tensors.setdefault("source_relation_tables", decoder.source_relation_tables[:0])
     tensors.setdefault("source_typology", torch.zeros(0, 0))
+    tensors.setdefault("source_taggers", decoder.source_taggers[:0])  # ... nor their taggers
     # languages whose tag parser is their own (fine-tuned); the others share the multilingual one (one copy in memory)
     own_tags = {lang for lang in structure.get("arc_languages", [])
                 if any(key.startswith(f"language_arcs.{lang}.tags.") for key in tensors)}
@@ -88,7 +89,7 @@ def load_decoder_state(decoder: ConceptDecoder, structure: dict, weights: bytes,
             if any(key.startswith(f"{name}.adaptors.{lang}.inner.") for key in tensors):
                 aligner = getattr(target, name)
                 aligner.adaptors[lang].own_inner(aligner.phi, int(extra), *rank)
-    for name in ("source_arc_tables", "source_relation_tables", "source_typology"):  # one row per source
+    for name in ("source_arc_tables", "source_relation_tables", "source_typology", "source_taggers"):  # one row per source
         setattr(target, name, torch.empty_like(tensors[name], dtype=getattr(target, name).dtype))
     tags, target.arcs.tags = target.arcs.tags, None  # copied only where a language has its own
     for lang in structure.get("arc_languages", []):

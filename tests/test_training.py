@@ -8,7 +8,7 @@ from spacy_concept_align.corpus import find_treebank
 from spacy_concept_align.encoders import FrozenEncoder
 from spacy_concept_align.feature_cache import extract_features
 from spacy_concept_align.architecture import concept_decoder
-from spacy_concept_align.decoder import ConceptDecoder, concept_loss
+from spacy_concept_align.decoder import ConceptDecoder, concept_loss, tensor
 from spacy_concept_align.labels import DEPRELS, UPOS
 from spacy_concept_align.lexicon import arc_context
 from spacy_concept_align.training import EpisodeSampler, EpisodeSettings, episode_scores, meta_train, one_cycle
@@ -144,7 +144,7 @@ def test_a_named_languages_support_arc_table_starts_from_its_sources(pools):
     torch.manual_seed(0)
     decoder = ConceptDecoder(32, pos_hidden=16, pos_dim=8, rel_hidden=16, rel_dim=8, arc_hidden=16, dropout=0.0)
     decoder.set_prototypes(pools["en"])
-    decoder.set_source_word_order({lang: pools[lang] for lang in ("en", "de")})
+    decoder.set_sources({lang: pools[lang] for lang in ("en", "de")})
     support = pools["fr"].select(range(5))
     forms = [f"w{i}" for i in range(support.n_words)]
     tables = {}
@@ -156,6 +156,31 @@ def test_a_named_languages_support_arc_table_starts_from_its_sources(pools):
     assert np.array_equal(tables["qq", 5.0], tables["es", 0.0])  # no typology: the support's counts alone
 
 
+def test_the_nearest_sources_taggers_tag_a_named_language_only(pools):
+    torch.manual_seed(0)
+    decoder = ConceptDecoder(32, pos_hidden=16, pos_dim=8, rel_hidden=16, rel_dim=8, arc_hidden=16, dropout=0.0,
+                             consistent_labels=False, unnamed_tag_parser_weight=0.0)
+    decoder.set_prototypes(pools["en"])
+    test = pools["fr"]
+    before_named, before_unnamed = decoder.predict_with_confidence(test, "es"), decoder.predict_with_confidence(test)
+    decoder.set_sources({lang: pools[lang] for lang in ("en", "de")})
+    assert decoder.source_taggers.shape == (2, len(UPOS), 33)
+    for row, lang in enumerate(("en", "de")):  # each tagger learned its own language's tags
+        weights = decoder.source_taggers[row]
+        upos = (tensor(pools[lang].words) @ weights[:, :-1].T + weights[:, -1]).argmax(-1).numpy()
+        assert (upos == pools[lang].upos).mean() > np.bincount(pools[lang].upos).max() / pools[lang].n_words + 0.1
+    scores = decoder.source_tag_scores(test.words, "es")
+    assert scores.shape == (test.n_words, len(UPOS)) and (scores < 0).all()
+    assert decoder.source_tag_scores(test.words, None) is None and decoder.source_tag_scores(test.words, "qq") is None
+    decoder.source_tagger_weight = 50.0  # the untrained aligner gives way to the taggers
+    upos = decoder.predict(test, "es")[0]
+    assert (upos == decoder.source_tag_scores(test.words, "es").argmax(-1)).mean() > 0.95
+    assert not np.array_equal(upos, before_named[0])
+    assert all(np.array_equal(a, b) for a, b in zip(decoder.predict_with_confidence(test), before_unnamed))
+    decoder.source_tagger_weight = 0.0
+    assert decoder.source_tag_scores(test.words, "es") is None
+
+
 def test_word_order_of_the_nearest_sources_moves_heads_of_a_named_language_only(pools):
     torch.manual_seed(0)
     # (the tag parser off for a language not named: its typology would tell "es" from no language)
@@ -165,7 +190,7 @@ def test_word_order_of_the_nearest_sources_moves_heads_of_a_named_language_only(
     test = pools["fr"]
     unnamed = decoder.predict(test)
     assert all(np.array_equal(a, b) for a, b in zip(decoder.predict(test, "es"), unnamed))  # no tables yet
-    decoder.set_source_word_order({lang: pools[lang] for lang in ("en", "de")})
+    decoder.set_sources({lang: pools[lang] for lang in ("en", "de")})
     prior = decoder.word_order_prior("es")
     assert prior is not None and prior.weights.arcs == decoder.word_order_weight > 0
     assert prior.weights.table == decoder.word_order_relation_weight > 0 and prior.table.any()  # and their relations

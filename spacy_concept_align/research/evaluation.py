@@ -18,6 +18,7 @@ from ..corpus import TreebankFile, list_treebanks, read_conllu
 from ..features import FeatureSet
 from ..feature_cache import extract_features
 from ..labels import DEPRELS, ROOT_ID, UPOS
+from ..concepts import fit_linear
 from ..decoder import ConceptDecoder, tensor
 from ..scoring import conll18_scores
 
@@ -75,24 +76,6 @@ class LinearProbe:
             upos = self.pos(tensor(features.words)).argmax(-1).numpy()
             rels = self.rel(tensor(features.relation_vectors(heads))).argmax(-1).numpy()
         return upos, heads, relabel_root(rels, heads)
-
-
-def fit_linear(x: np.ndarray, y: np.ndarray, n_classes: int, weight_decay: float, steps: int) -> torch.nn.Linear:
-    torch.manual_seed(0)
-    x, y = tensor(x), tensor(y, torch.long)
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    layer = torch.nn.Linear(x.shape[1], n_classes)
-    optimizer = torch.optim.Adam(layer.parameters(), lr=0.01, weight_decay=weight_decay)
-    xs = (x - mean) / std
-    for _ in range(steps):
-        optimizer.zero_grad()
-        torch.nn.functional.cross_entropy(layer(xs), y, ignore_index=-1).backward()
-        optimizer.step()
-    normalise = torch.nn.Linear(x.shape[1], x.shape[1])
-    with torch.no_grad():
-        normalise.weight.copy_(torch.diag(1 / std))
-        normalise.bias.copy_(-mean / std)
-    return torch.nn.Sequential(normalise, layer).eval()
 
 
 def relabel_root(rels: np.ndarray, heads: np.ndarray) -> np.ndarray:

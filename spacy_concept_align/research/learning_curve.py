@@ -19,7 +19,8 @@ import torch
 from ..adapt import AdaptSettings, adapt_language
 from ..corpus import list_treebanks, read_conllu
 from ..scoring import conll18_scores
-from .evaluation import LinearProbe, fit_linear, relabel_root, target_treebanks
+from ..concepts import fit_linear
+from .evaluation import LinearProbe, relabel_root, target_treebanks
 from ..features import FeatureSet
 from ..feature_cache import extract_features
 from ..labels import DEPRELS, UPOS
