@@ -172,10 +172,14 @@ def test_the_nearest_sources_taggers_tag_a_named_language_only(pools):
     scores = decoder.source_tag_scores(test.words, "es")
     assert scores.shape == (test.n_words, len(UPOS)) and (scores < 0).all()
     assert decoder.source_tag_scores(test.words, None) is None and decoder.source_tag_scores(test.words, "qq") is None
+    decoder.source_tagger_weight = 0.0
+    heads = decoder.predict(test, "es")[1]
     decoder.source_tagger_weight = 50.0  # the untrained aligner gives way to the taggers
-    upos = decoder.predict(test, "es")[0]
+    upos, with_taggers, _, confidence = decoder.predict_with_confidence(test, "es")
     assert (upos == decoder.source_tag_scores(test.words, "es").argmax(-1)).mean() > 0.95
     assert not np.array_equal(upos, before_named[0])
+    assert np.array_equal(with_taggers, heads)  # the heads read the aligner's tags, as validated
+    assert ((confidence[:, 0] > 0) & (confidence[:, 0] <= 1)).all()
     assert all(np.array_equal(a, b) for a, b in zip(decoder.predict_with_confidence(test), before_unnamed))
     decoder.source_tagger_weight = 0.0
     assert decoder.source_tag_scores(test.words, "es") is None
