@@ -131,16 +131,16 @@ class ConceptTaggerParser(TrainablePipe):
     def _language(self, doc: Doc, override: Optional[str]) -> Optional[str]:
         """Per-call override, else doc._.concept_lang, else the component's `lang`, else the pipeline's language
         (`spacy.blank("cy")`; silently zero-shot when it has no adaptation); unknown -> zero-shot: with its code
-        when its word order is known (`ConceptDecoder.knows_word_order`), else None."""
+        when the languages most like it lend it something (`ConceptDecoder.knows_sources`), else None."""
         lang = override or doc._.get(LANG_ATTR) or self.cfg["lang"]
         if not lang:
             return self.vocab.lang if self.vocab.lang in self.languages else None
         if lang not in self.languages:
-            # the shared model, with the word order of the languages most like it where its typology is known
-            known_order = self.decoder.knows_word_order(lang)
+            # the shared model, with the word order and taggers of the languages most like it where its typology is known
+            known_order = self.decoder.knows_sources(lang)
             if lang not in self._warned_langs:
                 logger.warning("concept_align: no adaptor for language %r; using the zero-shot path%s", lang,
-                               " with the word order of the languages most like it" if known_order else "")
+                               " with the word order and taggers of the languages most like it" if known_order else "")
                 self._warned_langs.add(lang)
             return lang if known_order else None
         return lang

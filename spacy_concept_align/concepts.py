@@ -54,19 +54,20 @@ def fit_linear(x: np.ndarray, y: np.ndarray, n_classes: int, weight_decay: float
     """A multinomial logistic regression on vectors (labels < 0 ignored), fitted with Adam on standardised inputs:
     (standardise, linear layer). The probe baselines, and each meta-training language's own UPOS tagger
     (`ConceptDecoder.source_tag_scores`). batch: minibatches of this many rows (0 = all of them)."""
-    generator = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
     x, y = torch.tensor(np.asarray(x, np.float32)), torch.tensor(np.asarray(y), dtype=torch.long)
     mean, std = x.mean(0), x.std(0) + 1e-6
-    layer = torch.nn.Linear(x.shape[1], n_classes)
+    with torch.random.fork_rng(devices=[]):  # reproducible, and the caller's random state (meta-training's) kept
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(x.shape[1], n_classes)
+        normalise = torch.nn.Linear(x.shape[1], x.shape[1])
     optimizer = torch.optim.Adam(layer.parameters(), lr=0.01, weight_decay=weight_decay)
     xs = (x - mean) / std
+    generator = torch.Generator().manual_seed(0)
     for _ in range(steps):
         rows = torch.randint(0, len(xs), (batch,), generator=generator) if 0 < batch < len(xs) else slice(None)
         optimizer.zero_grad()
         torch.nn.functional.cross_entropy(layer(xs[rows]), y[rows], ignore_index=-1).backward()
         optimizer.step()
-    normalise = torch.nn.Linear(x.shape[1], x.shape[1])
     with torch.no_grad():
         normalise.weight.copy_(torch.diag(1 / std))
         normalise.bias.copy_(-mean / std)

@@ -459,7 +459,7 @@ def test_a_named_unseen_language_gets_its_nearest_sources_word_order(with_wolof,
     decoder.word_order_weight = 50.0  # the sources' word order now decides the heads
     with caplog.at_level("WARNING"):
         hausa = run("ha")
-    assert hausa != zero_shot and "'ha'; using the zero-shot path with the word order of the" in caplog.text
+    assert hausa != zero_shot and "'ha'; using the zero-shot path with the word order and taggers of the" in caplog.text
     assert run("qq") == zero_shot  # no typology for this code: nothing to go by
     assert run("wo") != hausa  # a language with its own parts uses them
 

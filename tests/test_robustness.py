@@ -7,6 +7,7 @@ import pickle
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import spacy
 import torch
@@ -160,6 +161,14 @@ def test_edge_texts_tiny_pipeline(tiny_nlp, text):
 
 
 @pytest.mark.slow
+def test_the_shipped_default_carries_its_sources_taggers(nlp):
+    nlp("Ne bɛ taa .")  # (the weights load on first use)
+    decoder = nlp.get_pipe("concept_align").decoder
+    assert len(decoder.source_taggers) == len(decoder.source_typology) == len(decoder.source_arc_tables) == 26
+    words = np.zeros((2, decoder.width), np.float32)
+    assert decoder.source_tag_scores(words, "bm") is not None and decoder.source_tag_scores(words, None) is None
+
+
 def test_ten_thousand_words_without_sentence_boundaries(nlp):
     """Far past the encoder's window: every word gets a vector and a tag; long stretches are cut into trees."""
     sentences = read_conllu(find_treebank("ga", "test").path)
