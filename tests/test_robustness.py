@@ -169,6 +169,7 @@ def test_the_shipped_default_carries_its_sources_taggers(nlp):
     assert decoder.source_tag_scores(words, "bm") is not None and decoder.source_tag_scores(words, None) is None
 
 
+@pytest.mark.slow
 def test_ten_thousand_words_without_sentence_boundaries(nlp):
     """Far past the encoder's window: every word gets a vector and a tag; long stretches are cut into trees."""
     sentences = read_conllu(find_treebank("ga", "test").path)
