@@ -201,7 +201,7 @@ class ConceptDecoder(nn.Module):
         typology lacks are left out): what a language named but never seen borrows from the languages most like it."""
         known = [(typology, f) for typology, f in ((syntax_features(lang), f) for lang, f in pools.items() if len(f))
                  if typology is not None]
-        stack = lambda tables, empty: torch.from_numpy(np.stack(tables).astype(np.float32)) if known else empty[:0]  # noqa: E731
+        stack = lambda tables, empty: torch.from_numpy(np.stack(tables).astype(np.float32)) if tables else empty[:0]  # noqa: E731
         self.source_arc_tables = stack([arc_counts(f.upos, f.heads, f.offsets, len(UPOS)) / len(f) for _, f in known],
                                        self.source_arc_tables)
         self.source_relation_tables = stack([relation_table(f.upos, f.heads, f.deprels, f.offsets, len(UPOS),
@@ -211,7 +211,7 @@ class ConceptDecoder(nn.Module):
         # minibatches of 4,096 words, weight decay 1e-5: about 1 s a language on one core
         taggers = [as_one_layer(fit_linear(f.words, f.upos, len(UPOS), 1e-5, 300, 4096)).numpy()
                    for _, f in known] if self.source_tagger_weight else []
-        self.source_taggers = stack(taggers, self.source_taggers) if taggers else self.source_taggers[:0]
+        self.source_taggers = stack(taggers, self.source_taggers)
 
     def knows_sources(self, lang: Optional[str]) -> bool:
         """Whether the meta-training languages most like `lang` lend it something: their word order
@@ -404,7 +404,7 @@ class ConceptDecoder(nn.Module):
         deprels = rel_scores.argmax(-1)
         if self.consistent_labels:
             upos, deprels = joint_decode(tag_scores, self.joint_weight * rel_scores)
-        elif by_sources is not None:
+        else:
             upos = tag_scores.argmax(-1)
         # confidence from the experts' weighted geometric mean (a plain sum of log-probabilities is over-confident:
         # word-level ECE on the 30 2.0 -> 6.6 points)
