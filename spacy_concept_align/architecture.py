@@ -46,6 +46,7 @@ source_tagger_weight = 0.3
 name = "{OFFLINE_NAME}"
 layer = 6
 pooling = "mean"
+unknown_characters = "transliterate"
 batch_size = 32
 max_length = 0
 precision = "fp32"

@@ -221,9 +221,43 @@ def test_fingerprint(tiny_bert_dir, tiny_gpt2_dir):
     base = FrozenEncoder(str(tiny_bert_dir), 2)
     assert base.fingerprint == FrozenEncoder(str(tiny_bert_dir), 2, batch_size=3, max_length=40).fingerprint
     others = [FrozenEncoder(str(tiny_bert_dir), 1), FrozenEncoder(str(tiny_bert_dir), 2, pooling="mean"),
-              FrozenEncoder(str(tiny_bert_dir), 2, pooling="last"), FrozenEncoder(str(tiny_gpt2_dir), 2)]
+              FrozenEncoder(str(tiny_bert_dir), 2, pooling="last"), FrozenEncoder(str(tiny_gpt2_dir), 2),
+              FrozenEncoder(str(tiny_bert_dir), 2, unknown_characters="keep")]
     prints = {base.fingerprint} | {e.fingerprint for e in others}
-    assert len(prints) == 5
+    assert len(prints) == 6
+
+
+def test_unknown_characters_reach_the_model_as_stand_ins(tiny_bert_dir):
+    """A word the tokenizer cannot read (Syriac; Yoruba's "ǹ") gets a readable stand-in instead of "<unk>" (as
+    "keep" gives it); words it can read, and their vectors, are unchanged."""
+    keep, stand_in = (FrozenEncoder(str(tiny_bert_dir), 2, unknown_characters=mode)
+                      for mode in ("keep", "transliterate"))
+    tok = keep.tokenizer
+    for words, expected in ((["ܟܠ", "sa"], ["k", "l"]), (["nǹkan", "sa"], ["n", "n", "k", "a", "n"])):
+        kept, read = (tok.convert_ids_to_tokens(enc._pieces(words)[0]) for enc in (keep, stand_in))
+        assert "<unk>" in kept and "<unk>" not in read
+        assert [p for p in read if p != "▁"][: len(expected)] == expected and read[-1] == "▁sa"
+    plain = [["sa", "ta", "sa"], ["ta"]]
+    for (a, root_a), (b, root_b) in zip(keep(plain), stand_in(plain)):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(root_a, root_b)
+    with pytest.raises(ValueError, match="unknown_characters"):
+        FrozenEncoder(str(tiny_bert_dir), 2, unknown_characters="drop")
+
+
+@pytest.mark.slow
+def test_a_script_the_encoder_barely_knows_is_read_in_transliteration(offline_encoder_dir):
+    """Real tokenizer: a Syriac sentence is read transliterated, every word (even one of the few Syriac letters it
+    has); a Chinese sentence with one rare character changes only that word (transliterated whole); Yoruba loses
+    only the accents the tokenizer does not know."""
+    from spacy_concept_align.encoders.characters import readable_words
+
+    tok = FrozenEncoder(str(offline_encoder_dir), 6).tokenizer
+    assert readable_words(["ܟܠ", "ܚܲܕ", "ܠܐ", "."], tok) == ["kl", "had", "l'", "."]
+    chinese = ["我们", "用", "尾铗", "夹住", "它", "。"]
+    assert readable_words(chinese, tok) == chinese[:2] + ["WeiJia"] + chinese[3:]
+    assert readable_words(["Ó", "jíǹde", "lọ", "."], tok) == ["Ó", "jínde", "lọ", "."]
+    assert readable_words(["The", "cat", "."], tok) == ["The", "cat", "."]
 
 
 def test_width_without_loading_weights(tiny_bert_dir, tiny_gpt2_dir):

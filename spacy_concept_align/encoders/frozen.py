@@ -16,11 +16,13 @@ from spacy.util import registry
 
 from ..batching import padded_batches
 from .bundle import Q4_WEIGHTS, load_q4
+from .characters import readable_words
 
 logger = logging.getLogger(__name__)
 
 POOLINGS = ("first", "mean", "last")
 PRECISIONS = ("fp32", "int8")
+UNKNOWN_CHARACTERS = ("transliterate", "keep")
 #: Padded pieces per forward pass, whatever the batch size: bounds memory when windows are long.
 MAX_BATCH_PIECES = 2048
 #: Pieces encoded together (their windows sorted by length); hidden states are held for one such group at a time.
@@ -130,19 +132,24 @@ class FrozenEncoder:
     extra_layers (Sequence[int]): lower layers whose vectors are concatenated after layer k's (free: the model
         computes them anyway). Not used by default: layer 4 beside 6 helped the languages near the sources and cost
         the distant ones (README, levers table).
+    unknown_characters (str): "transliterate" (characters the tokenizer cannot read become ones it can:
+        characters.py) or "keep" (they reach the model as its unknown piece, as published).
     """
 
     def __init__(self, name: str, layer: int, pooling: str = "first", batch_size: int = 32, max_length: int = 0,
-                 precision: str = "fp32", extra_layers: Sequence[int] = ()):
+                 precision: str = "fp32", extra_layers: Sequence[int] = (), unknown_characters: str = "transliterate"):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if unknown_characters not in UNKNOWN_CHARACTERS:
+            raise ValueError(f"unknown_characters must be one of {UNKNOWN_CHARACTERS}, got {unknown_characters!r}")
         if any(not 0 <= k < layer for k in extra_layers):
             raise ValueError(f"extra_layers must be below layer {layer} (the model is cut after it), got {list(extra_layers)}")
         self.name, self.layer, self.pooling, self.precision = name, layer, pooling, precision
         self.extra_layers = tuple(int(k) for k in extra_layers)
         self.batch_size, self.max_length = batch_size, max_length
+        self.unknown_characters = unknown_characters
 
     @property
     def settings(self) -> dict:
@@ -198,6 +205,8 @@ class FrozenEncoder:
             digest.update(f"|extra{self.extra_layers}".encode())
         if self.precision != "fp32":
             digest.update(self.precision.encode())
+        if self.unknown_characters != "keep":
+            digest.update(f"|{self.unknown_characters}".encode())
         if path.is_dir():
             for file in sorted(path.glob("*.json")) + sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
                 stat = file.stat()
@@ -286,6 +295,11 @@ class FrozenEncoder:
         clean = [w if w.strip() else (tokenizer.unk_token or "_") for w in words]
         enc = tokenizer(clean, is_split_into_words=True, add_special_tokens=False, verbose=False)
         ids, word_ids = enc["input_ids"], enc.word_ids()
+        unk = tokenizer.unk_token_id
+        if self.unknown_characters == "transliterate" and unk is not None and unk in ids:
+            stand_ins = readable_words(clean, tokenizer)
+            if stand_ins != clean:  # read again, each unreadable word by its stand-in ("<unk>" if nothing is left)
+                return self._pieces([w if w.strip() else (tokenizer.unk_token or "_") for w in stand_ins])
         if len(ids) > MAX_WORD_PIECES:  # a word's first MAX_WORD_PIECES pieces only (junk "words" cost no more)
             kept = [pos for pos, n in enumerate(_piece_numbers(word_ids)) if n < MAX_WORD_PIECES]
             ids, word_ids = [ids[p] for p in kept], [word_ids[p] for p in kept]
@@ -347,8 +361,8 @@ def _window_starts(n: int, window: int) -> List[int]:
 @registry.architectures("spacy-concept-align.FrozenEncoder.v1")
 def build_frozen_encoder(
     name: str, layer: int, pooling: str = "first", batch_size: int = 32, max_length: int = 0, precision: str = "fp32",
-    extra_layers: Sequence[int] = (),
+    extra_layers: Sequence[int] = (), unknown_characters: str = "transliterate",
 ) -> FrozenEncoder:
     """Registered as spacy-concept-align.FrozenEncoder.v1: the encoder block of a concept_align config."""
     return FrozenEncoder(name, layer, pooling=pooling, batch_size=batch_size, max_length=max_length,
-                         precision=precision, extra_layers=extra_layers)
+                         precision=precision, extra_layers=extra_layers, unknown_characters=unknown_characters)
