@@ -237,7 +237,7 @@ def test_unknown_characters_reach_the_model_as_stand_ins(tiny_bert_dir):
         kept, read = (tok.convert_ids_to_tokens(enc._pieces(words)[0]) for enc in (keep, stand_in))
         assert "<unk>" in kept and "<unk>" not in read
         assert [p for p in read if p != "▁"][: len(expected)] == expected and read[-1] == "▁sa"
-    plain = [["sa", "ta", "sa"], ["ta"]]
+    plain = [["sa", "ta", "sa"], ["ta"], [" ", "sa"]]
     for (a, root_a), (b, root_b) in zip(keep(plain), stand_in(plain)):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(root_a, root_b)
@@ -247,17 +247,27 @@ def test_unknown_characters_reach_the_model_as_stand_ins(tiny_bert_dir):
 
 @pytest.mark.slow
 def test_a_script_the_encoder_barely_knows_is_read_in_transliteration(offline_encoder_dir):
-    """Real tokenizer: a Syriac sentence is read transliterated, every word (even one of the few Syriac letters it
-    has); a Chinese sentence with one rare character changes only that word (transliterated whole); Yoruba loses
-    only the accents the tokenizer does not know."""
-    from spacy_concept_align.encoders.characters import readable_words
+    """Real tokenizer, each word as the model reads it: a Syriac sentence transliterated, every word (even one of the
+    few Syriac letters it has); in a Chinese sentence one rare character's word transliterated whole; Yoruba losing
+    only the accents the tokenizer lacks, composed or not; a readable word kept as it is beside an unreadable one
+    (Romanian "ș" typed with a combining comma, which the tokenizer composes); nothing readable left: "<unk>"."""
+    import unicodedata
 
-    tok = FrozenEncoder(str(offline_encoder_dir), 6).tokenizer
-    assert readable_words(["ܟܠ", "ܚܲܕ", "ܠܐ", "."], tok) == ["kl", "had", "l'", "."]
+    encoder = FrozenEncoder(str(offline_encoder_dir), 6, pooling="mean")
+    tok = encoder.tokenizer
+
+    def read(words):
+        ids, chosen = encoder._pieces(words)
+        return ["".join(tok.convert_ids_to_tokens([ids[p] for p in pos])).lstrip("▁") for pos in chosen]
+
+    assert read(["ܟܠ", "ܚܲܕ", "ܠܐ", "."]) == ["kl", "had", "l'", "."]
     chinese = ["我们", "用", "尾铗", "夹住", "它", "。"]
-    assert readable_words(chinese, tok) == chinese[:2] + ["WeiJia"] + chinese[3:]
-    assert readable_words(["Ó", "jíǹde", "lọ", "."], tok) == ["Ó", "jínde", "lọ", "."]
-    assert readable_words(["The", "cat", "."], tok) == ["The", "cat", "."]
+    assert read(chinese) == chinese[:2] + ["WeiJia"] + chinese[3:]
+    yoruba = ["Ó", "jíǹde", "lọ", "."]
+    assert read(yoruba) == read([unicodedata.normalize("NFD", w) for w in yoruba]) == ["Ó", "jínde", "lọ", "."]
+    romanian = "s\u0326i"
+    assert read([romanian, "ܟܠ"]) == read([romanian]) + ["kl"] == ["și", "kl"]
+    assert read(["𒀭", "a"]) == ["<unk>", "a"] and read(["The", "cat", "."]) == ["The", "cat", "."]
 
 
 def test_width_without_loading_weights(tiny_bert_dir, tiny_gpt2_dir):

@@ -16,6 +16,7 @@ from spacy.util import registry
 
 from ..batching import padded_batches
 from .bundle import Q4_WEIGHTS, load_q4
+from . import characters
 from .characters import readable_words
 
 logger = logging.getLogger(__name__)
@@ -155,6 +156,8 @@ class FrozenEncoder:
     def settings(self) -> dict:
         """What the vectors depend on besides the model files (saved with weights and features, checked on load)."""
         settings = {"name": self.name, "layer": self.layer, "pooling": self.pooling}
+        if self.unknown_characters != "keep":
+            settings["unknown_characters"] = self.unknown_characters
         return {**settings, "extra_layers": list(self.extra_layers)} if self.extra_layers else settings
 
     @cached_property
@@ -206,7 +209,7 @@ class FrozenEncoder:
         if self.precision != "fp32":
             digest.update(self.precision.encode())
         if self.unknown_characters != "keep":
-            digest.update(f"|{self.unknown_characters}".encode())
+            digest.update(f"|{self.unknown_characters}-v{characters.VERSION}".encode())
         if path.is_dir():
             for file in sorted(path.glob("*.json")) + sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
                 stat = file.stat()
@@ -297,7 +300,9 @@ class FrozenEncoder:
         ids, word_ids = enc["input_ids"], enc.word_ids()
         unk = tokenizer.unk_token_id
         if self.unknown_characters == "transliterate" and unk is not None and unk in ids:
-            stand_ins = readable_words(clean, tokenizer)
+            with_unk = {word_ids[p] for p, piece in enumerate(ids) if piece == unk}  # (a blank word is "<unk>" itself)
+            unreadable = [k in with_unk and word != tokenizer.unk_token for k, word in enumerate(clean)]
+            stand_ins = readable_words(clean, tokenizer, unreadable)
             if stand_ins != clean:  # read again, each unreadable word by its stand-in ("<unk>" if nothing is left)
                 return self._pieces([w if w.strip() else (tokenizer.unk_token or "_") for w in stand_ins])
         if len(ids) > MAX_WORD_PIECES:  # a word's first MAX_WORD_PIECES pieces only (junk "words" cost no more)

@@ -275,6 +275,8 @@ def alignability_study(encoder_name: Optional[str], langs: Sequence[str], source
     if not langs:
         raise ValueError("alignability_study needs languages to study")
     pooling = pooling or "first"
+    # words the tokenizer cannot read: as the pipeline's encoder reads them (without one, the encoder's default)
+    unknown_characters = pipe.encoder.unknown_characters if pipe is not None else "transliterate"
     layers = sorted(set(int(layer) for layer in layers))
     if default_layer is None:
         default_layer = layers[len(layers) // 2]
@@ -297,7 +299,7 @@ def alignability_study(encoder_name: Optional[str], langs: Sequence[str], source
     files = list(target_files.items()) + [(f"source:{k}", v) for k, v in source_files.items()]
     bar = tqdm(total=len(layers) * len(files), desc="alignability", unit="file", disable=not progress)
     for layer in layers:
-        encoder = FrozenEncoder(encoder_name, layer, pooling)
+        encoder = FrozenEncoder(encoder_name, layer, pooling, unknown_characters=unknown_characters)
         feats = {}
         for key, tb in files:
             bar.set_postfix_str(f"L{layer} {tb.path.name}")
