@@ -67,7 +67,6 @@ def _script(ch: str) -> Optional[str]:
     return unicodedata.name(ch, "").split(" ")[0] or None
 
 
-@lru_cache(maxsize=65536)
 def _known(tokenizer, ch: str) -> bool:
     return ch.isspace() or _readable(tokenizer, ch)
 

@@ -304,7 +304,7 @@ class FrozenEncoder:
             unreadable = [k in with_unk and word != tokenizer.unk_token for k, word in enumerate(clean)]
             stand_ins = readable_words(clean, tokenizer, unreadable)
             if stand_ins != clean:  # read again, each unreadable word by its stand-in ("<unk>" if nothing is left)
-                return self._pieces([w if w.strip() else (tokenizer.unk_token or "_") for w in stand_ins])
+                return self._pieces(stand_ins)
         if len(ids) > MAX_WORD_PIECES:  # a word's first MAX_WORD_PIECES pieces only (junk "words" cost no more)
             kept = [pos for pos, n in enumerate(_piece_numbers(word_ids)) if n < MAX_WORD_PIECES]
             ids, word_ids = [ids[p] for p in kept], [word_ids[p] for p in kept]
