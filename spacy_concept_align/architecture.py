@@ -39,6 +39,7 @@ word_order_weight = 0.3
 word_order_relation_weight = 0.25
 tag_parser_weight = 0.3
 unnamed_tag_parser_weight = 0.15
+tag_relation_weight = 0.3
 source_tagger_weight = 0.3
 
 [model.encoder]
@@ -65,7 +66,7 @@ def build_tagger_parser(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: 
                         projective: bool = True, word_order_sources: int = 3,
                         word_order_weight: float = 0.3, word_order_relation_weight: float = 0.25,
                         tag_parser_weight: float = 0.3, unnamed_tag_parser_weight: float = 0.15,
-                        source_tagger_weight: float = 0.3) -> Model:
+                        tag_relation_weight: float = 0.3, source_tagger_weight: float = 0.3) -> Model:
     """UPOS, heads and relations of sentences in any language, from frozen word vectors.
 
     encoder (FrozenEncoder): where word vectors come from (spacy-concept-align.FrozenEncoder.v1).
@@ -90,7 +91,8 @@ def build_tagger_parser(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: 
     tag_parser_weight (float): ... and the heads a delexicalised parser gives its tags and typology
         (tag_parser.py), at this weight; unnamed_tag_parser_weight: a language not named (or of unknown typology),
         with the meta-training languages' mean typology, at this weight (both 0 = no tag parser; 0.15 is worth +0.55 UAS
-        / +0.4 LAS on the 30 unseen languages, for about 2% of words/s).
+        / +0.4 LAS on the 30 unseen languages, for about 2% of words/s);
+    tag_relation_weight (float): ... and, for a language named, the relations that parser gives its tags and heads.
     source_tagger_weight (float): a language named but never seen also gets the mean UPOS log-probabilities of the
         same `word_order_sources` nearest meta-training languages' own linear taggers, at this weight (0 = not used).
     arc_batch_size, arc_batch_cells (int): at most this many sentences / padded (dependent, head) scores per batch
@@ -106,7 +108,7 @@ def build_tagger_parser(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: 
                     projective=projective, word_order_sources=word_order_sources,
                     word_order_weight=word_order_weight, word_order_relation_weight=word_order_relation_weight,
                     tag_parser_weight=tag_parser_weight, unnamed_tag_parser_weight=unnamed_tag_parser_weight,
-                    source_tagger_weight=source_tagger_weight)
+                    tag_relation_weight=tag_relation_weight, source_tagger_weight=source_tagger_weight)
     return chain(word_vectors(encoder), concept_decoder(settings))
 
 

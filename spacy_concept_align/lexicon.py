@@ -43,6 +43,9 @@ class PriorWeights:
     # tags: log p(head | the sentence's tags, the language's typology) from the tag parser (tag_parser.py) at this weight
     # (few-shot: AdaptSettings.tag_parser_weight; zero-shot: the decoder's tag_parser_weight)
     tags: float = 0.0
+    # tag_relations: log p(relation | the sentence's tags, the typology, the word's head) from the same parser (few-shot:
+    # AdaptSettings.tag_relation_weight; zero-shot: the decoder's tag_relation_weight)
+    tag_relations: float = 0.0
     smoothing: float = 0.5  # pseudo-count spread over the classes (Dirichlet) before normalising
 
 

@@ -78,9 +78,11 @@ def load_decoder_state(decoder: ConceptDecoder, structure: dict, weights: bytes,
     except ValueError as err:
         raise ValueError(f"{source}: {err}") from None
     has_tag_parser = any(key.startswith("arcs.tags.") for key in tensors)  # saved before there was one: none
+    labels = "arcs.tags.relations.weight" in tensors  # ... or before it labelled: heads only
     target = copy.deepcopy(decoder)  # built and loaded on a copy, which becomes the decoder once it all fits
-    if has_tag_parser != (target.arcs.tags is not None):
-        target.arcs.tags = TagParser().to(target.arcs.U.device) if has_tag_parser else None
+    if has_tag_parser != (target.arcs.tags is not None) or (
+            has_tag_parser and labels != (target.arcs.tags.relations is not None)):
+        target.arcs.tags = TagParser(relations=labels).to(target.arcs.U.device) if has_tag_parser else None
     for lang in structure.get("languages", []):
         target.add_language(lang)
     for lang, (pos_extra, rel_extra, *rank) in structure.get("own_inner", {}).items():

@@ -243,6 +243,16 @@ def test_word_order_of_the_nearest_sources_moves_heads_of_a_named_language_only(
     assert len(by_tags) == len(test) and decoder.word_order_prior("es").weights.tags == decoder.tag_parser_weight
     load_decoder_state(copy, *decoder_state(decoder))
     assert all(np.array_equal(a, b) for a, b in zip(copy.tag_arc_prior(test.upos, test.offsets, "es", 1.0), by_tags))
+    # ... and labels: a named language's relations hear what it says of the tags and the predicted heads
+    prior = decoder.word_order_prior("es")
+    assert prior.weights.tag_relations == decoder.tag_relation_weight > 0
+    labels = decoder.tag_relation_prior(test.upos, test.heads, test.offsets, "es", 1.0)
+    assert labels.shape == (test.n_words, len(DEPRELS)) and np.array_equal(
+        copy.tag_relation_prior(test.upos, test.heads, test.offsets, "es", 1.0), labels)
+    decoder.tag_relation_weight = 0.0
+    without = decoder.predict(test, "es")[2]
+    decoder.tag_relation_weight = 50.0
+    assert not np.array_equal(decoder.predict(test, "es")[2], without)
     structure, weights, priors = decoder_state(decoder)
     older = {k: v for k, v in load_tensors(weights).items() if not k.startswith("arcs.tags.")}
     load_decoder_state(copy, structure, save_tensors(older), priors)
