@@ -293,23 +293,24 @@ class ConceptDecoder(nn.Module):
             return self.source_typology.float().mean(0).numpy()
         return np.zeros(TYPOLOGY_FEATURES, np.float32)
 
-    def tag_arc_prior(self, upos: np.ndarray, offsets: np.ndarray, lang: Optional[str],
-                      weight: float) -> Optional[List[np.ndarray]]:
+    def tag_arc_prior(self, upos: np.ndarray, offsets: np.ndarray, lang: Optional[str], weight: float,
+                      reading: Optional[list] = None) -> Optional[List[np.ndarray]]:
         """Per sentence, `weight` x log p(head | tags, typology) from `lang`'s tag parser; None if it has none.
-        upos: tag ids, or the tagger's probabilities (words x UPOS; what prediction gives it)."""
+        upos: tag ids, or the tagger's probabilities (words x UPOS; what prediction gives it). reading: the parser's
+        `read` of these inputs, if already computed."""
         parser = self.arc_scorer(lang).tags
         if not weight or parser is None:
             return None
-        return [weight * p for p in parser.log_probs(upos, offsets, self.tag_parser_typology(lang))]
+        return [weight * p for p in parser.log_probs(upos, offsets, self.tag_parser_typology(lang), reading=reading)]
 
     def tag_relation_prior(self, upos: np.ndarray, heads: np.ndarray, offsets: np.ndarray, lang: Optional[str],
-                           weight: float) -> Optional[np.ndarray]:
+                           weight: float, reading: Optional[list] = None) -> Optional[np.ndarray]:
         """`weight` x log p(relation | tags, typology, head) from `lang`'s tag parser, words x relations; None if it
-        has none (or one saved before it labelled)."""
+        has none (or one saved before it labelled). reading: as `tag_arc_prior`'s."""
         parser = self.arc_scorer(lang).tags
         if not weight or parser is None or parser.relations is None:
             return None
-        return weight * parser.relation_log_probs(upos, heads, offsets, self.tag_parser_typology(lang))
+        return weight * parser.relation_log_probs(upos, heads, offsets, self.tag_parser_typology(lang), reading=reading)
 
     def set_prototypes(self, features: FeatureSet, min_count: int = 1) -> None:
         """Prototypes = class means of gold-labelled source features (UPOS on words, relations on head - dep)."""
@@ -397,9 +398,12 @@ class ConceptDecoder(nn.Module):
             tag_weight = (order.weights.tags if order is not None
                           else 0.0 if lang in self.language_arcs else self.unnamed_tag_parser_weight)
             relation_weight = order.weights.tag_relations if order is not None else 0.0
-            # the tag parser reads the tagger's distribution, not just its first guess (tag_parser.py)
+            # the tag parser reads the tagger's distribution, not just its first guess (tag_parser.py), once for both
             tag_dist = _softmax(pos_scores) if tag_weight or relation_weight else upos
-            by_tags = self.tag_arc_prior(tag_dist, features.offsets, lang, tag_weight)
+            parser = self.arc_scorer(lang).tags
+            reading = (parser.read(tag_dist, features.offsets, self.tag_parser_typology(lang))
+                       if parser is not None and tag_weight and relation_weight else None)
+            by_tags = self.tag_arc_prior(tag_dist, features.offsets, lang, tag_weight, reading)
             if by_tags is not None:
                 arc_prior = by_tags if arc_prior is None else [a + b for a, b in zip(arc_prior, by_tags)]
             heads, head_p = self.heads_with_probabilities(features, lang, self.confidence_temperatures[1],
@@ -408,7 +412,7 @@ class ConceptDecoder(nn.Module):
             rel_scores = torch.log_softmax(self.rel.logits(tensor(relations), lang), -1).numpy()
         if priors is not None:
             rel_scores = rel_scores + priors.rel.log_prior(forms, priors.weights)
-        labels_by_tags = self.tag_relation_prior(tag_dist, heads, features.offsets, lang, relation_weight)
+        labels_by_tags = self.tag_relation_prior(tag_dist, heads, features.offsets, lang, relation_weight, reading)
         if labels_by_tags is not None:
             rel_scores = rel_scores + labels_by_tags
         if order is not None and order.weights.table and order.table.any():  # its own relation table, or its sources'

@@ -17,6 +17,7 @@ It labels too: each word's relation from its own and its head's states and the a
 the sentence's tags, where the relation table sees only the two tags), log-probabilities added to the relation
 scores (ConceptDecoder.tag_relation_weight, AdaptSettings.tag_relation_weight).
 """
+from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -77,52 +78,65 @@ class TagParser(nn.Module):
         direction = torch.where(heads == 0, 0, torch.where(heads < position, 1, 2))
         return self.relations(torch.cat([dep, head, dep * head + self.direction(direction)], -1))
 
-    def log_probs(self, upos: np.ndarray, offsets: np.ndarray, typology: np.ndarray,
-                  batch_size: int = 64) -> List[np.ndarray]:
+    def log_probs(self, upos: np.ndarray, offsets: np.ndarray, typology: np.ndarray, batch_size: int = 64,
+                  reading: Optional[list] = None) -> List[np.ndarray]:
         """Per sentence, log p(head | the sentence's tags, typology): n x (n + 1), column 0 = root.
 
         upos: a tag id per word, or (words x UPOS) the tagger's probabilities: the parser then reads each word's
         expected tag embedding, so a word the tagger is unsure of does not commit the heads to its first guess
         (validation dev, zero-shot, language named, UAS / LAS: 66.65 / 51.71 from the argmax tags, 66.85 / 51.82).
+        reading: `read`'s result for these inputs, if already computed.
         """
         out: List[Optional[np.ndarray]] = [None] * (len(offsets) - 1)
-        for ids, states, lengths, _ in self._read(upos, offsets, typology, batch_size):
-            scores = _masked(self.head_scores(states), lengths)
+        for ids, states, lengths, _ in reading or self.read(upos, offsets, typology, batch_size):
+            with self._inference():
+                scores = _masked(self.head_scores(states), lengths)
             for row, s in enumerate(ids):
                 n = lengths[row] - 1
                 out[s] = torch.log_softmax(scores[row, :n, : n + 1], -1).numpy()
         return out
 
     def relation_log_probs(self, upos: np.ndarray, heads: np.ndarray, offsets: np.ndarray, typology: np.ndarray,
-                           batch_size: int = 64) -> np.ndarray:
+                           batch_size: int = 64, reading: Optional[list] = None) -> np.ndarray:
         """log p(relation | the sentence's tags, typology, the word's head), words x relations (`log_probs`' inputs,
         and each word's head, 0 = root)."""
         out = np.zeros((len(upos), len(DEPRELS)), np.float32)
-        for ids, states, lengths, spans in self._read(upos, offsets, typology, batch_size):
-            padded = torch.zeros((len(ids), states.shape[1] - 1), dtype=torch.long)
+        for _, states, _, spans in reading or self.read(upos, offsets, typology, batch_size):
+            padded = torch.zeros((len(spans), states.shape[1] - 1), dtype=torch.long)
             for row, (start, end) in enumerate(spans):
                 padded[row, : end - start] = torch.from_numpy(np.asarray(heads[start:end], np.int64))
-            scores = torch.log_softmax(self.relation_scores(states, padded), -1).numpy()
+            with self._inference():
+                scores = torch.log_softmax(self.relation_scores(states, padded), -1).numpy()
             for row, (start, end) in enumerate(spans):
                 out[start:end] = scores[row, : end - start]
         return out
 
-    def _read(self, upos: np.ndarray, offsets: np.ndarray, typology: np.ndarray, batch_size: int):
-        """The sentences' states in batches of similar lengths (no gradients, no dropout): (sentence ids, states,
-        lengths with the root, word spans)."""
+    def read(self, upos: np.ndarray, offsets: np.ndarray, typology: np.ndarray, batch_size: int = 64) -> list:
+        """The sentences' BiLSTM states (no gradients, no dropout), in batches of similar lengths: [(sentence ids,
+        states, lengths with the root, word spans)], what `log_probs` and `relation_log_probs` read (computed once
+        when both are wanted)."""
         spans = list(zip(offsets[:-1], offsets[1:]))
         order = sorted(range(len(spans)), key=lambda s: spans[s][1] - spans[s][0])  # similar lengths pad little
+        out = []
+        with self._inference():
+            for i in range(0, len(order), batch_size):
+                ids = order[i : i + batch_size]
+                chunks = [upos[spans[s][0] : spans[s][1]] for s in ids]
+                tags, lengths, _ = _batch([(c.argmax(-1) if c.ndim == 2 else c, None) for c in chunks])
+                if upos.ndim == 2:
+                    tags = _distributions(tags, chunks)
+                out.append((ids, self.states(tags, lengths, _typology(typology, len(ids))), lengths,
+                            [spans[s] for s in ids]))
+        return out
+
+    @contextmanager
+    def _inference(self):
+        """No gradients and no dropout for the duration; the previous mode restored after."""
         was_training = self.training
         self.eval()
         try:
             with torch.no_grad():
-                for i in range(0, len(order), batch_size):
-                    ids = order[i : i + batch_size]
-                    chunks = [upos[spans[s][0] : spans[s][1]] for s in ids]
-                    tags, lengths, _ = _batch([(c.argmax(-1) if c.ndim == 2 else c, None) for c in chunks])
-                    if upos.ndim == 2:
-                        tags = _distributions(tags, chunks)
-                    yield ids, self.states(tags, lengths, _typology(typology, len(ids))), lengths, [spans[s] for s in ids]
+                yield
         finally:
             self.train(was_training)
 
