@@ -92,7 +92,7 @@ def build_tagger_parser(encoder: FrozenEncoder, pos_hidden: int = 256, pos_dim: 
         (tag_parser.py), at this weight; unnamed_tag_parser_weight: a language not named (or of unknown typology),
         with the meta-training languages' mean typology, at this weight (both 0 = no tag parser; 0.15 is worth +0.55 UAS
         / +0.4 LAS on the 30 unseen languages, for about 2% of words/s);
-    tag_relation_weight (float): ... and, for a language named, the relations that parser gives its tags and heads.
+    tag_relation_weight (float): ... and the relations that parser gives the tags and heads (named or not).
     source_tagger_weight (float): a language named but never seen also gets the mean UPOS log-probabilities of the
         same `word_order_sources` nearest meta-training languages' own linear taggers, at this weight (0 = not used).
     arc_batch_size, arc_batch_cells (int): at most this many sentences / padded (dependent, head) scores per batch

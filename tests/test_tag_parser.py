@@ -150,6 +150,10 @@ def test_a_language_not_named_gets_the_sources_mean_typology(trained, tiny_bert_
     without = decoder.predict(wolof)[1]
     decoder.unnamed_tag_parser_weight = 5.0
     assert not np.array_equal(decoder.predict(wolof)[1], without)
+    decoder.tag_relation_weight = 0.0  # ... and its relations
+    without = decoder.predict(wolof)[2]
+    decoder.tag_relation_weight = 5.0
+    assert not np.array_equal(decoder.predict(wolof)[2], without)
 
 
 def test_a_tag_parser_saved_before_it_labelled_still_loads(ud_file, tiny_bert_dir):
