@@ -15,7 +15,8 @@ Validation languages' dev splits (UAS / LAS), decided there:
 
 It labels too: each word's relation from its own and its head's states and the arc's direction (the relation given
 the sentence's tags, where the relation table sees only the two tags), log-probabilities added to the relation
-scores (ConceptDecoder.tag_relation_weight, AdaptSettings.tag_relation_weight).
+scores (ConceptDecoder.tag_relation_weight, AdaptSettings.tag_relation_weight); few-shot, its copy is fine-tuned at
+lr 1e-3 since (AdaptSettings.tag_parser_lr).
 """
 from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Tuple
