@@ -3,7 +3,6 @@
 Everything here works on FeatureSets (no spaCy, no encoder), so the pipe, meta-training, few-shot adaptation and
 evaluation share one implementation of prediction and loss.
 """
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -15,6 +14,7 @@ from .aligner import ConceptAligner, TokenDropout
 from .arcs import BiaffineArcScorer, decode_batch, pad_batch
 from .batching import padded_batches
 from .features import FeatureSet
+from .inference import inference
 from .concepts import as_one_layer, fit_linear, relation_vectors
 from .consistency import joint_decode
 from .labels import DEPRELS, ROOT_ID, UPOS
@@ -355,16 +355,9 @@ class ConceptDecoder(nn.Module):
                 scores[f"{name}_support"] = (aligner.logits(q_x, prototypes=refined), q_y, support.weight)
         return scores
 
-    @contextmanager
     def inference(self):
         """No gradients and no dropout for the duration; the previous mode is restored after."""
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                yield
-        finally:
-            self.train(was_training)
+        return inference(self)
 
     def predict(self, features: FeatureSet, lang: Optional[str] = None,
                 forms: Optional[Sequence[str]] = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:

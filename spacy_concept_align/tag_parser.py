@@ -18,7 +18,6 @@ the sentence's tags, where the relation table sees only the two tags), log-proba
 scores (ConceptDecoder.tag_relation_weight, AdaptSettings.tag_relation_weight); few-shot, its copy is fine-tuned at
 lr 1e-3 since (AdaptSettings.tag_parser_lr).
 """
-from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .features import FeatureSet
+from .inference import inference
 from .labels import DEPRELS, UPOS
 
 ROOT_TAG = len(UPOS)  # the tag id of the sentence's root token, read first
@@ -90,7 +90,7 @@ class TagParser(nn.Module):
         """
         out: List[Optional[np.ndarray]] = [None] * (len(offsets) - 1)
         for ids, states, lengths, _ in reading or self.read(upos, offsets, typology, batch_size):
-            with self._inference():
+            with inference(self):
                 scores = _masked(self.head_scores(states), lengths)
             for row, s in enumerate(ids):
                 n = lengths[row] - 1
@@ -106,7 +106,7 @@ class TagParser(nn.Module):
             padded = torch.zeros((len(spans), states.shape[1] - 1), dtype=torch.long)
             for row, (start, end) in enumerate(spans):
                 padded[row, : end - start] = torch.from_numpy(np.asarray(heads[start:end], np.int64))
-            with self._inference():
+            with inference(self):
                 scores = torch.log_softmax(self.relation_scores(states, padded), -1).numpy()
             for row, (start, end) in enumerate(spans):
                 out[start:end] = scores[row, : end - start]
@@ -119,7 +119,7 @@ class TagParser(nn.Module):
         spans = list(zip(offsets[:-1], offsets[1:]))
         order = sorted(range(len(spans)), key=lambda s: spans[s][1] - spans[s][0])  # similar lengths pad little
         out = []
-        with self._inference():
+        with inference(self):
             for i in range(0, len(order), batch_size):
                 ids = order[i : i + batch_size]
                 chunks = [upos[spans[s][0] : spans[s][1]] for s in ids]
@@ -129,17 +129,6 @@ class TagParser(nn.Module):
                 out.append((ids, self.states(tags, lengths, _typology(typology, len(ids))), lengths,
                             [spans[s] for s in ids]))
         return out
-
-    @contextmanager
-    def _inference(self):
-        """No gradients and no dropout for the duration; the previous mode restored after."""
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                yield
-        finally:
-            self.train(was_training)
 
     def fit(self, sentences: Sequence[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], epochs: int, lr: float,
             batch_size: int, noise: float = 0.0, seed: int = 0) -> float:

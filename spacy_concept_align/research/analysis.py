@@ -38,6 +38,7 @@ from ..corpus import TEST_SPLITS, TRAIN_SPLITS, TreebankFile, choose_file
 from ..encoders import FrozenEncoder
 from ..features import FeatureSet
 from ..feature_cache import extract_features
+from ..inference import inference
 from ..labels import DEPRELS, UPOS
 
 logger = logging.getLogger(__name__)
@@ -76,16 +77,11 @@ def apply_transform(transform: Optional[Callable], vectors: np.ndarray, chunk: i
     if transform is None:
         return vectors
     if isinstance(transform, torch.nn.Module):
-        was_training = transform.training
-        transform.eval()
-        try:
-            with torch.no_grad():
-                param = next(transform.parameters(), None)
-                device = param.device if param is not None else torch.device("cpu")
-                out = [transform(torch.from_numpy(vectors[i : i + chunk]).to(device)).float().cpu().numpy()
-                       for i in range(0, len(vectors), chunk)]
-        finally:
-            transform.train(was_training)
+        with inference(transform):
+            param = next(transform.parameters(), None)
+            device = param.device if param is not None else torch.device("cpu")
+            out = [transform(torch.from_numpy(vectors[i : i + chunk]).to(device)).float().cpu().numpy()
+                   for i in range(0, len(vectors), chunk)]
     else:
         out = [np.asarray(transform(vectors[i : i + chunk]), np.float32) for i in range(0, len(vectors), chunk)]
     if not out:  # no vectors: the output width is unknown until something runs through
