@@ -397,7 +397,7 @@ class ConceptDecoder(nn.Module):
             tag_dist = _softmax(pos_scores) if tag_weight or relation_weight else upos
             parser = self.arc_scorer(lang).tags
             reading = (parser.read(tag_dist, features.offsets, self.tag_parser_typology(lang))
-                       if parser is not None and tag_weight and relation_weight else None)
+                       if parser is not None and (tag_weight or relation_weight) else None)
             by_tags = self.tag_arc_prior(tag_dist, features.offsets, lang, tag_weight, reading)
             if by_tags is not None:
                 arc_prior = by_tags if arc_prior is None else [a + b for a, b in zip(arc_prior, by_tags)]

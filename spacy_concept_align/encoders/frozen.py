@@ -17,7 +17,6 @@ from spacy.util import registry
 from ..batching import padded_batches
 from .bundle import Q4_WEIGHTS, load_q4
 from . import characters
-from .characters import readable_words
 
 logger = logging.getLogger(__name__)
 
@@ -302,7 +301,7 @@ class FrozenEncoder:
         if self.unknown_characters == "transliterate" and unk is not None and unk in ids:
             with_unk = {word_ids[p] for p, piece in enumerate(ids) if piece == unk}  # (a blank word is "<unk>" itself)
             unreadable = [k in with_unk and word != tokenizer.unk_token for k, word in enumerate(clean)]
-            stand_ins = readable_words(clean, tokenizer, unreadable)
+            stand_ins = characters.readable_words(clean, tokenizer, unreadable)
             if stand_ins != clean:  # read again, each unreadable word by its stand-in ("<unk>" if nothing is left)
                 return self._pieces(stand_ins)
         if len(ids) > MAX_WORD_PIECES:  # a word's first MAX_WORD_PIECES pieces only (junk "words" cost no more)
