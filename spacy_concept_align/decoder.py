@@ -235,17 +235,19 @@ class ConceptDecoder(nn.Module):
             return None
         return torch.from_numpy(nearest(target, self.source_typology.float().numpy(), self.word_order_sources))
 
-    def source_tag_scores(self, words: np.ndarray, lang: Optional[str]) -> Optional[np.ndarray]:
-        """`source_tagger_weight` x the mean UPOS log-probabilities of the taggers of the meta-training languages most
+    def source_tag_scores(self, words: np.ndarray, lang: Optional[str],
+                          weight: Optional[float] = None) -> Optional[np.ndarray]:
+        """`weight` (default `source_tagger_weight`) x the mean UPOS log-probabilities of the taggers of the meta-training languages most
         like `lang` (None when there are none). Validation dev UPOS, zero-shot: 81.69 -> 81.98 (3 taggers at 0.3; 1 /
         5 / 10 taggers 81.94 / 81.85 / 81.84; 3 at 0.15 / 0.6: 81.95 / 81.86); the taggers of the specialised
         languages' whole in-language models instead gave as much (81.98, 10 of them) for ten context passes."""
-        chosen = self._nearest_sources(lang) if self.source_tagger_weight else None
+        weight = self.source_tagger_weight if weight is None else weight
+        chosen = self._nearest_sources(lang) if weight else None
         if chosen is None or len(self.source_taggers) != len(self.source_typology):
             return None
         taggers = self.source_taggers[chosen].float()  # k x UPOS x (width + 1): weights, then the bias
         scores = torch.einsum("nd,kcd->knc", tensor(words), taggers[:, :, :-1]) + taggers[:, None, :, -1]
-        return self.source_tagger_weight * torch.log_softmax(scores, -1).mean(0).numpy()
+        return weight * torch.log_softmax(scores, -1).mean(0).numpy()
 
     def word_order_prior(self, lang: Optional[str]) -> Optional[LanguagePriors]:
         """Priors of the word order for `lang`: the arc and relation tables of the meta-training languages most like
@@ -383,9 +385,11 @@ class ConceptDecoder(nn.Module):
             upos = pos_scores.argmax(-1)
             # a language named but with no priors of its own (never seen, or seen only through a little raw text):
             # its nearest sources' taggers join the tag decision; the structure below reads the aligner's tags, as
-            # validated (the 30 lose 0.4 UAS when it reads these). Adapted from annotated sentences (with their
-            # forms, as `adapt` gives them), a language has priors: the taggers then cost UPOS (validation K=20 -0.75).
-            by_sources = None if own else self.source_tag_scores(features.words, lang)
+            # validated (the 30 lose 0.4 UAS when it reads these). A language with priors hears them only if its
+            # output layer was fitted beside them (PriorWeights.source_tags): added to an adaptation fitted without
+            # them, they cost UPOS (validation K=20 -0.75).
+            sources_weight = self.priors[lang].weights.source_tags if own else self.source_tagger_weight
+            by_sources = self.source_tag_scores(features.words, lang, sources_weight)
             tag_scores = pos_scores if by_sources is None else pos_scores + by_sources
             order = priors if own else self.word_order_prior(lang)
             arc_prior = order.arc_log_prior(upos, features.offsets, forms) if order is not None else None
@@ -425,7 +429,7 @@ class ConceptDecoder(nn.Module):
             upos = tag_scores.argmax(-1)
         # confidence from the experts' weighted geometric mean (a plain sum of log-probabilities is over-confident:
         # word-level ECE on the 30 2.0 -> 6.6 points)
-        pooled = tag_scores if by_sources is None else tag_scores / (1 + self.source_tagger_weight)
+        pooled = tag_scores if by_sources is None else tag_scores / (1 + sources_weight)
         tag_p = _softmax(pooled / self.confidence_temperatures[0])[np.arange(len(upos)), upos]
         return upos, heads, deprels, np.stack([tag_p, head_p], axis=1).astype(np.float32)
 

@@ -46,6 +46,9 @@ class PriorWeights:
     # tag_relations: log p(relation | the sentence's tags, the typology, the word's head) from the same parser (few-shot:
     # AdaptSettings.tag_relation_weight; zero-shot: the decoder's tag_relation_weight)
     tag_relations: float = 0.0
+    # source_tags: the nearest sources' taggers (ConceptDecoder.source_tag_scores) at this weight, for a language whose
+    # output layer was fitted beside them (few-shot: AdaptSettings.source_tagger_weight)
+    source_tags: float = 0.0
     smoothing: float = 0.5  # pseudo-count spread over the classes (Dirichlet) before normalising
 
 

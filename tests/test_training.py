@@ -201,6 +201,32 @@ def test_the_nearest_sources_taggers_tag_a_named_language_only(pools):
     assert decoder.source_tag_scores(test.words, "es") is None
 
 
+def test_an_adapted_language_keeps_its_sources_taggers_only_if_fitted_beside_them(pools):
+    from spacy_concept_align.adapt import AdaptSettings, adapt_language
+
+    torch.manual_seed(0)
+    decoder = ConceptDecoder(32, pos_hidden=16, pos_dim=8, rel_hidden=16, rel_dim=8, arc_hidden=16, dropout=0.0,
+                             consistent_labels=False)
+    decoder.set_prototypes(pools["en"])
+    decoder.set_sources({lang: pools[lang] for lang in ("en", "de")})
+    support, test = pools["fr"].select(range(5)), pools["fr"].select(range(5, 40))
+    forms = [f"w{i}" for i in range(support.n_words)]
+    settings = dict(steps=5, arc_steps=1, source_tagger_words=0)
+    for lang, weight in (("es", 0.3), ("qq", 0.0)):  # "qq": no typology, no sources
+        adapt_language(decoder, support, lang, AdaptSettings(**settings), forms)
+        assert decoder.priors[lang].weights.source_tags == weight
+    # fewer words than `source_tagger_words` hear them less; as many or more, not at all
+    for words, weight in ((2 * support.n_words, 0.15), (support.n_words, 0.0)):
+        adapt_language(decoder, support, "es", AdaptSettings(**{**settings, "source_tagger_words": words}), forms)
+        assert np.isclose(decoder.priors["es"].weights.source_tags, weight)
+    # fitted beside taggers that outweigh it, the language's layer gives way to them, on the support and after
+    adapt_language(decoder, support, "es", AdaptSettings(**{**settings, "source_tagger_weight": 50.0}), forms)
+    upos = decoder.predict(test, "es", [f"t{i}" for i in range(test.n_words)])[0]
+    assert (upos == decoder.source_tag_scores(test.words, "es").argmax(-1)).mean() > 0.95
+    adapt_language(decoder, support, "es", AdaptSettings(**{**settings, "source_tagger_weight": 0.0}), forms)
+    assert decoder.priors["es"].weights.source_tags == 0.0
+
+
 def test_word_order_of_the_nearest_sources_moves_heads_of_a_named_language_only(pools):
     torch.manual_seed(0)
     # (the tag parser's heads and relations off for a language not named: its typology would tell "es" from no language)

@@ -32,7 +32,7 @@ SYSTEMS = ("concept_align (adapted)", "concept_align (original few-shot: linear 
            "pooled probe + fine-tuning", "concept_align (adapted, no word priors)",
            "concept_align (adapted, sentences chosen by `suggest`)")
 ORIGINAL = AdaptSettings(train="linear", refine_prototypes=False, adapt_arcs=False, lr=1e-4, steps=400,
-                         structured_relations=False, anchor_words=0)
+                         structured_relations=False, anchor_words=0, source_tagger_weight=0.0)
 
 
 def _splits(tb, encoder, data_dir, support_pool: int, max_test: int):
