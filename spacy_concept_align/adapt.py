@@ -216,7 +216,7 @@ def _adapt_language(decoder: ConceptDecoder, support: FeatureSet, lang: str,
                                          support, support.heads, support.upos,
                                          structure=rel_mode == "phi" and settings.arc_structure,
                                          dependent=settings.arc_dependent))
-    sources_weight, by_sources = _sources_beside(decoder, support, lang, words, upos, settings, mode)
+    sources_weight, by_sources = _sources_beside(decoder, support, lang, settings, mode)
     adaptors = {}
     for name, aligner, x, y in (("pos", decoder.pos, words, upos), ("rel", decoder.rel, relations, deprels)):
         adaptor = LanguageAdaptor(aligner.phi.outer, len(aligner.valid))
@@ -225,9 +225,11 @@ def _adapt_language(decoder: ConceptDecoder, support: FeatureSet, lang: str,
             _refine_prototypes(aligner, adaptor, x[known][:, : aligner.phi.inner.in_features], y[known], settings)
         elif known.any():
             part_mode = rel_mode if name == "rel" else mode
-            fit = _fit_phi if part_mode == "phi" else _fit_adaptor
-            offset = tensor(by_sources)[known] if name == "pos" and by_sources is not None else None
-            report[f"{name}_loss"] = fit(aligner, adaptor, x[known], y[known], settings, part_mode, offset)
+            if part_mode == "phi":
+                report[f"{name}_loss"] = _fit_phi(aligner, adaptor, x[known], y[known], settings)
+            else:  # UPOS beside the sources' taggers, if any
+                offset = tensor(by_sources)[known] if name == "pos" and by_sources is not None else None
+                report[f"{name}_loss"] = _fit_adaptor(aligner, adaptor, x[known], y[known], settings, part_mode, offset)
         adaptors[name] = adaptor
     priors = None
     if settings.priors and support.forms is not None:
@@ -352,10 +354,11 @@ def adapt_unlabeled(decoder: ConceptDecoder, chunks: Union[FeatureSet, Iterable[
     return report
 
 
-def _sources_beside(decoder: ConceptDecoder, support: FeatureSet, lang: str, words: torch.Tensor, upos: torch.Tensor,
-                    settings: AdaptSettings, mode: str):
+def _sources_beside(decoder: ConceptDecoder, support: FeatureSet, lang: str, settings: AdaptSettings, mode: str):
     """The weight of `lang`'s nearest sources' taggers and their weighted scores on the support words (0, None: none)."""
-    unit = decoder.source_tag_scores(support.words, lang, 1.0) if settings.source_tagger_weight and mode != "phi" else None
+    if not settings.source_tagger_weight or mode == "phi":
+        return 0.0, None
+    unit = decoder.source_tag_scores(support.words, lang, 1.0)
     if unit is None:
         return 0.0, None
     weight = settings.source_tagger_weight
@@ -398,10 +401,9 @@ def _refine_prototypes(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: to
     return hidden, target
 
 
-def _fit_phi(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Tensor, settings: AdaptSettings,
-             mode: str, offset: Optional[torch.Tensor] = None) -> float:
+def _fit_phi(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Tensor, settings: AdaptSettings) -> float:
     """A whole treebank: the language's own first layer (`inner_rank` corrections; 0 = a whole copy) and output
-    layer of SharedProjection, in minibatch epochs towards refined prototypes (`offset` as for `_fit_adaptor`).
+    layer of SharedProjection, in minibatch epochs towards refined prototypes.
 
     Measured on Wolof / Uyghur full training splits (test UPOS): 85.1 / 86.1 against 72.1 / 81.7 for 200 full-batch
     steps of the output layer alone, in a tenth of the time.
@@ -416,7 +418,6 @@ def _fit_phi(aligner, adaptor: LanguageAdaptor, x: torch.Tensor, y: torch.Tensor
     for _ in range(settings.epochs):
         for batch in torch.randperm(len(y), generator=generator).split(settings.batch_words):
             logits = -torch.cdist(adaptor(adaptor.hidden(x[batch], aligner.phi)), target).pow(2)
-            logits = logits if offset is None else logits + offset[batch]
             loss = torch.nn.functional.cross_entropy(logits.masked_fill(~aligner.valid, -1e9), y[batch])
             optimizer.zero_grad()
             loss.backward()

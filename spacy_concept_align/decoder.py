@@ -237,10 +237,11 @@ class ConceptDecoder(nn.Module):
 
     def source_tag_scores(self, words: np.ndarray, lang: Optional[str],
                           weight: Optional[float] = None) -> Optional[np.ndarray]:
-        """`weight` (default `source_tagger_weight`) x the mean UPOS log-probabilities of the taggers of the meta-training languages most
-        like `lang` (None when there are none). Validation dev UPOS, zero-shot: 81.69 -> 81.98 (3 taggers at 0.3; 1 /
-        5 / 10 taggers 81.94 / 81.85 / 81.84; 3 at 0.15 / 0.6: 81.95 / 81.86); the taggers of the specialised
-        languages' whole in-language models instead gave as much (81.98, 10 of them) for ten context passes."""
+        """`weight` (default `source_tagger_weight`) x the mean UPOS log-probabilities of the taggers of the
+        meta-training languages most like `lang` (None when there are none). Validation dev UPOS, zero-shot: 81.69 ->
+        81.98 (3 taggers at 0.3; 1 / 5 / 10 taggers 81.94 / 81.85 / 81.84; 3 at 0.15 / 0.6: 81.95 / 81.86); the taggers
+        of the specialised languages' whole in-language models instead gave as much (81.98, 10 of them) for ten context
+        passes."""
         weight = self.source_tagger_weight if weight is None else weight
         chosen = self._nearest_sources(lang) if weight else None
         if chosen is None or len(self.source_taggers) != len(self.source_typology):
