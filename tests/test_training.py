@@ -219,10 +219,10 @@ def test_an_adapted_language_keeps_its_sources_taggers_only_if_fitted_beside_the
     for words, weight in ((2 * support.n_words, 0.15), (support.n_words, 0.0)):
         adapt_language(decoder, support, "es", AdaptSettings(**{**settings, "source_tagger_words": words}), forms)
         assert np.isclose(decoder.priors["es"].weights.source_tags, weight)
-    # fitted beside taggers that outweigh it, the language's layer gives way to them, on the support and after
+    # taggers that outweigh the language's own layer decide its tags after adapting too (no forms: no word priors)
     adapt_language(decoder, support, "es", AdaptSettings(**{**settings, "source_tagger_weight": 50.0}), forms)
-    upos = decoder.predict(test, "es", [f"t{i}" for i in range(test.n_words)])[0]
-    assert (upos == decoder.source_tag_scores(test.words, "es").argmax(-1)).mean() > 0.95
+    upos = decoder.predict(test, "es")[0]
+    assert (upos == decoder.source_tag_scores(test.words, "es").argmax(-1)).mean() > 0.9
     adapt_language(decoder, support, "es", AdaptSettings(**{**settings, "source_tagger_weight": 0.0}), forms)
     assert decoder.priors["es"].weights.source_tags == 0.0
 
