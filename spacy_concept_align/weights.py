@@ -37,7 +37,8 @@ def decoder_state(decoder: ConceptDecoder) -> Tuple[dict, bytes, dict]:
             own_inner[lang] = [decoder.pos.extra_inputs(lang), decoder.rel.extra_inputs(lang), owners[0].inner_rank]
     arc_context = {lang: arcs.context.sizes for lang, arcs in decoder.language_arcs.items() if arcs.context}
     state = {k: v.contiguous() for k, v in decoder.state_dict().items()}
-    # A language's arc scorer stores only what it changed; the rest is the shared scorer's, filled in at load.
+    # A language's arc scorer stores only what it changed; the rest is the shared scorer's, filled in at load (a tag
+    # parser left with no keys of its own is known at load to be the shared one: not listed).
     arc_shared = {}
     for lang in decoder.language_arcs:
         prefix = f"language_arcs.{lang}."
@@ -45,8 +46,10 @@ def decoder_state(decoder: ConceptDecoder) -> Tuple[dict, bytes, dict]:
                 and f"arcs.{k[len(prefix):]}" in state and torch.equal(state[k], state[f"arcs.{k[len(prefix):]}"])]
         for key in same:
             del state[prefix + key]
-        if same:
-            arc_shared[lang] = same
+        shared_tags = not any(key.startswith(f"{prefix}tags.") for key in state)
+        listed = [key for key in same if not (shared_tags and key.startswith("tags."))]
+        if listed:
+            arc_shared[lang] = listed
     structure = {"languages": decoder.languages, "arc_languages": sorted(decoder.language_arcs),
                  "own_inner": own_inner, "arc_context": arc_context, "arc_shared": arc_shared, "width": decoder.width}
     return structure, save_tensors(state), decoder.priors.packed()
@@ -73,6 +76,9 @@ def load_decoder_state(decoder: ConceptDecoder, structure: dict, weights: bytes,
     for lang, keys in structure.get("arc_shared", {}).items():
         tensors.update({f"language_arcs.{lang}.{key}": tensors[f"arcs.{key}"] for key in keys
                         if f"arcs.{key}" in tensors})
+    shared_tags = [key[len("arcs."):] for key in tensors if key.startswith("arcs.tags.")]
+    for lang in set(structure.get("arc_languages", [])) - own_tags:  # the shared parser's keys, under its name too
+        tensors.update({f"language_arcs.{lang}.{key}": tensors[f"arcs.{key}"] for key in shared_tags})
     try:
         loaded_priors = PriorsByLanguage(priors)
     except ValueError as err:

@@ -123,6 +123,15 @@ def test_few_shot_fine_tunes_the_languages_own_copy(ud_file, tiny_bert_dir):
     assert loaded.language_arcs["wo"].tags is not loaded.arcs.tags
     assert all(torch.equal(loaded.language_arcs["wo"].tags.state_dict()[k], v) for k, v in own.items())
     assert all(np.array_equal(a, b) for a, b in zip(loaded.predict(wolof, "wo", forms), decoder.predict(wolof, "wo", forms)))
+    # a shared parser is known by having no keys of its own: not listed; older saves, which listed them, load the same
+    structure, weights, priors = decoder_state(decoder)
+    assert not any(key.startswith("tags.") for key in structure["arc_shared"].get("wol", []))
+    structure["arc_shared"]["wol"] = structure["arc_shared"].get("wol", []) + [
+        key[len("arcs."):] for key in decoder.state_dict() if key.startswith("arcs.tags.")]
+    older = ConceptDecoder(32, pos_hidden=32, pos_dim=8, rel_hidden=32, rel_dim=8, arc_hidden=32, dropout=0.0)
+    load_decoder_state(older, structure, weights, priors)
+    assert older.language_arcs["wol"].tags is older.arcs.tags
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in older.state_dict().items())
     off = ConceptDecoder(32, pos_hidden=32, pos_dim=8, rel_hidden=32, rel_dim=8, arc_hidden=32, tag_parser_weight=0.0,
                          unnamed_tag_parser_weight=0.0, tag_relation_weight=0.0)
     assert off.arcs.tags is None and off.tag_arc_prior(wolof.upos, wolof.offsets, "wo", 0.3) is None
