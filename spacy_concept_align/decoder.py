@@ -411,7 +411,7 @@ class ConceptDecoder(nn.Module):
             relations = self.relation_inputs(features, heads, upos, lang, context)
             rel_scores = torch.log_softmax(self.rel.logits(tensor(relations), lang), -1).numpy()
         if priors is not None:
-            rel_scores = rel_scores + priors.rel.log_prior(forms, priors.weights)
+            rel_scores = rel_scores + priors.relation_form_prior(forms)
         labels_by_tags = self.tag_relation_prior(tag_dist, heads, features.offsets, lang, relation_weight, reading)
         if labels_by_tags is not None:
             rel_scores = rel_scores + labels_by_tags

@@ -31,6 +31,7 @@ class PriorWeights:
     """
 
     form: float = 1.0  # the form (or its lower-cased form) was seen
+    relation_form: Optional[float] = None  # ... for its relations (None: as `form`)
     suffix: float = 0.3  # only a suffix was seen
     table: float = 0.5  # relations: p(relation | dependent UPOS, head UPOS, direction)
     # arcs: log p(arc | dependent UPOS, head UPOS or root, offset), the language's word order, added to the arc
@@ -183,6 +184,11 @@ class LanguagePriors:
         counts = PriorCounts(n_upos, n_rels)
         counts.add(forms, upos, heads, deprels, offsets)
         return counts.priors(weights)
+
+    def relation_form_prior(self, forms: Sequence[str]) -> np.ndarray:
+        """The relation lexicon's log-probabilities (`Lexicon.log_prior`), seen forms at `weights.relation_form`."""
+        form = self.weights.form if self.weights.relation_form is None else self.weights.relation_form
+        return self.rel.log_prior(forms, replace(self.weights, form=form))
 
     def relation_log_prior(self, upos: np.ndarray, heads: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """log p(relation | dependent UPOS, head UPOS, direction) per word (n x n_rels), smoothed."""

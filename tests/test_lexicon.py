@@ -31,6 +31,17 @@ def test_log_prior_prefers_the_seen_label_and_weights_each_level():
     assert np.allclose(lex.log_prior(["ci"], PriorWeights(form=2.0))[0], 2 * prior[0])
 
 
+def test_a_forms_relations_can_count_less_than_its_tags():
+    forms = ["xale", "bi", "dem", "."]
+    upos, heads, rels, offsets = np.array([NOUN, ADP, VERB, 2]), np.array([3, 1, 0, 3]), np.array([4, 2, 1, 3]), np.array([0, 4])
+    as_tags = LanguagePriors.from_treebank(forms, upos, heads, rels, offsets, 3, 5, PriorWeights(form=1.0))
+    less = LanguagePriors.from_treebank(forms, upos, heads, rels, offsets, 3, 5, PriorWeights(form=1.0, relation_form=0.25))
+    assert np.allclose(as_tags.relation_form_prior(forms), as_tags.rel.log_prior(forms, as_tags.weights))
+    assert np.allclose(less.relation_form_prior(forms), 0.25 * as_tags.relation_form_prior(forms))
+    assert np.allclose(less.pos.log_prior(forms, less.weights), as_tags.pos.log_prior(forms, as_tags.weights))
+    assert LanguagePriors.from_json(less.to_json()).weights.relation_form == 0.25
+
+
 def test_priors_round_trip_through_json_and_reject_bad_labels():
     forms = ["xale", "bi", "dem", "."]
     upos, heads, rels, offsets = np.array([NOUN, ADP, VERB, 2]), np.array([3, 1, 0, 3]), np.array([4, 2, 1, 3]), np.array([0, 4])
