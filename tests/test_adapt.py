@@ -1,4 +1,6 @@
 """Few-shot adaptation: a language's adaptors change its predictions only, and bad input changes nothing."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import spacy
@@ -197,6 +199,11 @@ def test_priors_from_the_support_words_decide_words_seen_there(setup, ud_file):
     with_priors = decoder.predict(support, "wo", forms)[0]
     assert np.mean(with_priors == support.upos) > np.mean(without == support.upos)
     assert np.array_equal(decoder.predict(support, "wo")[0], without)  # no forms given: no priors used
+    priors, agree = decoder.priors["wo"], {}
+    for weight in (0.0, 5.0):  # a seen form's relations count as much as relation_form says
+        priors.weights = replace(priors.weights, relation_form=weight)
+        agree[weight] = np.mean(decoder.predict(support, "wo", forms)[2] == support.deprels)
+    assert agree[5.0] > agree[0.0]
     with pytest.raises(ValueError, match="word forms"):
         adapt_language(decoder, support, "wo", AdaptSettings(steps=1), forms[:-1])
 
